@@ -1,0 +1,15 @@
+//! Sans-I/O protocol code for the MTProto proxy.
+//!
+//! Nothing in this crate does I/O, reads a clock or draws randomness on its own: the caller
+//! passes bytes, times and random bytes in. That makes every codec testable byte for byte
+//! against the spec vectors and fuzzable.
+//!
+//! - [`crypto`]: AES-256-CTR as the obfuscated2 layer uses it (128-bit big-endian counter).
+//! - [`obfs2`]: the 64-byte obfuscated2 header, both the accepting side and the initiating side.
+//! - [`transport`]: the abridged, intermediate and padded-intermediate framings.
+//! - [`secret`]: secrets as typed by operators and clients, and `tg://` links.
+
+pub mod crypto;
+pub mod obfs2;
+pub mod secret;
+pub mod transport;
