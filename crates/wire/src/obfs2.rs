@@ -218,7 +218,12 @@ pub fn initiate(
 /// stream is exactly `want_decrypt`: the DC then encrypts its replies with the keystream the
 /// proxy's own client expects, and the proxy relays that direction without touching it
 /// (the "fast mode" of direct relaying). `random` supplies bytes 0..8 and 62..64.
-pub fn initiate_fast(random: [u8; HEADER_LEN], tag: Tag, dc: i16, want_decrypt: &KeyIv) -> Initiated {
+pub fn initiate_fast(
+    random: [u8; HEADER_LEN],
+    tag: Tag,
+    dc: i16,
+    want_decrypt: &KeyIv,
+) -> Initiated {
     let mut r = random;
     let mut material = [0u8; 48];
     material[..32].copy_from_slice(&want_decrypt.key);
@@ -251,9 +256,15 @@ mod tests {
         let hdr: [u8; 64] = arr(&h(PLAIN_83));
         let s: [u8; 16] = arr(&h(S));
         let (r, w) = derive_keys(&hdr, Some(&s));
-        assert_eq!(hex::encode(r.key), "22d8a066d581dcc7ab26d41e5441b561bf0cf5a34f544d8be833eb7ba1702114");
+        assert_eq!(
+            hex::encode(r.key),
+            "22d8a066d581dcc7ab26d41e5441b561bf0cf5a34f544d8be833eb7ba1702114"
+        );
         assert_eq!(hex::encode(r.iv), "badb1f8678ea4f99f7538eedd0234cbf");
-        assert_eq!(hex::encode(w.key), "99092f1666454e8f20de939bad61710877a16a7d533f3a80e4520837ac8addec");
+        assert_eq!(
+            hex::encode(w.key),
+            "99092f1666454e8f20de939bad61710877a16a7d533f3a80e4520837ac8addec"
+        );
         assert_eq!(hex::encode(w.iv), "95d7907435c25c031f33a9aada39d888");
     }
 
@@ -306,7 +317,10 @@ mod tests {
 
     #[test]
     fn initiate_fast_makes_peer_encrypt_with_chosen_stream() {
-        let want = KeyIv { key: [9; 32], iv: [3; 16] };
+        let want = KeyIv {
+            key: [9; 32],
+            iv: [3; 16],
+        };
         let out = initiate_fast([0x41; 64], Tag::Intermediate, -3, &want);
         // The DC side accepts it in no-secret mode and its encrypt stream equals ours.
         let mut dc = accept(&out.header, &[]).unwrap();

@@ -87,7 +87,10 @@ fn decode_any(text: &str) -> Option<Vec<u8>> {
         return Some(v);
     }
     let t = text.trim_end_matches('=');
-    URL_SAFE_NO_PAD.decode(t).or_else(|_| STANDARD_NO_PAD.decode(t)).ok()
+    URL_SAFE_NO_PAD
+        .decode(t)
+        .or_else(|_| STANDARD_NO_PAD.decode(t))
+        .ok()
 }
 
 /// Parses a server-side secret: exactly 32 hex digits, any case (the `-S` rule).
@@ -117,11 +120,15 @@ pub enum SecretError {
 impl std::fmt::Display for SecretError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SecretError::Length(n) => write!(f, "a secret is exactly 32 hex digits, got {n} characters"),
+            SecretError::Length(n) => {
+                write!(f, "a secret is exactly 32 hex digits, got {n} characters")
+            }
             SecretError::NotHex(c) => write!(f, "'{c}' is not hexdigit"),
             SecretError::Encoding(t) => write!(f, "'{t}' is neither hex nor base64"),
             SecretError::Unsupported(n) => write!(f, "unsupported proxy secret of {n} bytes"),
-            SecretError::DomainTooLong(n) => write!(f, "TLS domain of {n} bytes exceeds {MAX_TLS_DOMAIN}"),
+            SecretError::DomainTooLong(n) => {
+                write!(f, "TLS domain of {n} bytes exceeds {MAX_TLS_DOMAIN}")
+            }
             SecretError::BadDomain => write!(f, "TLS domain is not valid UTF-8"),
         }
     }
@@ -145,7 +152,11 @@ pub fn link(kind: LinkKind, host: &str, port: u16, secret: &ClientSecret) -> Str
         LinkKind::Tg => "tg://proxy",
         LinkKind::TMe => "https://t.me/proxy",
     };
-    format!("{base}?server={}&port={port}&secret={}", url_encode(host), secret.to_hex())
+    format!(
+        "{base}?server={}&port={port}&secret={}",
+        url_encode(host),
+        secret.to_hex()
+    )
 }
 
 fn url_encode(s: &str) -> String {
@@ -165,18 +176,37 @@ mod tests {
     use super::*;
 
     const S: [u8; 16] = [
-        0x03, 0x3a, 0x58, 0x8e, 0xbe, 0x5a, 0xae, 0x54, 0xb3, 0x7e, 0xa8, 0x5b, 0x97, 0xed, 0x66, 0x1a,
+        0x03, 0x3a, 0x58, 0x8e, 0xbe, 0x5a, 0xae, 0x54, 0xb3, 0x7e, 0xa8, 0x5b, 0x97, 0xed, 0x66,
+        0x1a,
     ];
 
     #[test]
     fn vector_8_2_encodings_and_links() {
-        assert_eq!(parse_server_secret("033a588ebe5aae54b37ea85b97ed661a").unwrap(), S);
-        assert_eq!(parse_server_secret("033A588EBE5AAE54B37EA85B97ED661A").unwrap(), S);
-        assert_eq!(ClientSecret::Plain(S).to_hex(), "033a588ebe5aae54b37ea85b97ed661a");
-        assert_eq!(ClientSecret::Padded(S).to_hex(), "dd033a588ebe5aae54b37ea85b97ed661a");
+        assert_eq!(
+            parse_server_secret("033a588ebe5aae54b37ea85b97ed661a").unwrap(),
+            S
+        );
+        assert_eq!(
+            parse_server_secret("033A588EBE5AAE54B37EA85B97ED661A").unwrap(),
+            S
+        );
+        assert_eq!(
+            ClientSecret::Plain(S).to_hex(),
+            "033a588ebe5aae54b37ea85b97ed661a"
+        );
+        assert_eq!(
+            ClientSecret::Padded(S).to_hex(),
+            "dd033a588ebe5aae54b37ea85b97ed661a"
+        );
         let tls = ClientSecret::Tls(S, "www.example.com".into());
-        assert_eq!(tls.to_hex(), "ee033a588ebe5aae54b37ea85b97ed661a7777772e6578616d706c652e636f6d");
-        assert_eq!(tls.to_base64url(), "7gM6WI6-Wq5Us36oW5ftZhp3d3cuZXhhbXBsZS5jb20");
+        assert_eq!(
+            tls.to_hex(),
+            "ee033a588ebe5aae54b37ea85b97ed661a7777772e6578616d706c652e636f6d"
+        );
+        assert_eq!(
+            tls.to_base64url(),
+            "7gM6WI6-Wq5Us36oW5ftZhp3d3cuZXhhbXBsZS5jb20"
+        );
         assert_eq!(
             link(LinkKind::Tg, "proxy.example.net", 443, &tls),
             "tg://proxy?server=proxy.example.net&port=443&secret=ee033a588ebe5aae54b37ea85b97ed661a7777772e6578616d706c652e636f6d"
@@ -185,7 +215,10 @@ mod tests {
             link(LinkKind::TMe, "proxy.example.net", 443, &tls),
             "https://t.me/proxy?server=proxy.example.net&port=443&secret=ee033a588ebe5aae54b37ea85b97ed661a7777772e6578616d706c652e636f6d"
         );
-        assert_eq!(link(LinkKind::Tg, "::1", 1, &ClientSecret::Plain(S)), "tg://proxy?server=%3A%3A1&port=1&secret=033a588ebe5aae54b37ea85b97ed661a");
+        assert_eq!(
+            link(LinkKind::Tg, "::1", 1, &ClientSecret::Plain(S)),
+            "tg://proxy?server=%3A%3A1&port=1&secret=033a588ebe5aae54b37ea85b97ed661a"
+        );
     }
 
     #[test]
@@ -198,15 +231,27 @@ mod tests {
         ] {
             assert_eq!(ClientSecret::from_link(text).unwrap(), tls, "{text}");
         }
-        assert_eq!(ClientSecret::from_link("dd033a588ebe5aae54b37ea85b97ed661a").unwrap(), ClientSecret::Padded(S));
-        assert_eq!(ClientSecret::from_link("aa033a588ebe5aae54b37ea85b97ed661a"), Err(SecretError::Unsupported(17)));
+        assert_eq!(
+            ClientSecret::from_link("dd033a588ebe5aae54b37ea85b97ed661a").unwrap(),
+            ClientSecret::Padded(S)
+        );
+        assert_eq!(
+            ClientSecret::from_link("aa033a588ebe5aae54b37ea85b97ed661a"),
+            Err(SecretError::Unsupported(17))
+        );
         assert!(ClientSecret::from_link("!!").is_err());
     }
 
     #[test]
     fn server_secret_errors() {
         assert_eq!(parse_server_secret("033a"), Err(SecretError::Length(4)));
-        assert_eq!(parse_server_secret("dd033a588ebe5aae54b37ea85b97ed661a"), Err(SecretError::Length(34)));
-        assert_eq!(parse_server_secret("g33a588ebe5aae54b37ea85b97ed661a"), Err(SecretError::NotHex('g')));
+        assert_eq!(
+            parse_server_secret("dd033a588ebe5aae54b37ea85b97ed661a"),
+            Err(SecretError::Length(34))
+        );
+        assert_eq!(
+            parse_server_secret("g33a588ebe5aae54b37ea85b97ed661a"),
+            Err(SecretError::NotHex('g'))
+        );
     }
 }

@@ -85,13 +85,17 @@ pub fn parse_frame(tag: Tag, side: Side, buf: &[u8]) -> Result<Option<Frame>, Fr
 }
 
 fn parse_abridged(side: Side, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
-    let Some(&b) = buf.first() else { return Ok(None) };
+    let Some(&b) = buf.first() else {
+        return Ok(None);
+    };
     if b & 0x80 != 0 && side == Side::FromServer {
         if buf.len() < 4 {
             return Ok(None);
         }
         // The token was byte-swapped by the server: its first byte is the MSB.
-        return Ok(Some(Frame::QuickAck(u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]))));
+        return Ok(Some(Frame::QuickAck(u32::from_be_bytes([
+            buf[0], buf[1], buf[2], buf[3],
+        ]))));
     }
     let quick_ack = b & 0x80 != 0;
     let (prefix, words) = if b & 0x7f == 0x7f {
@@ -113,7 +117,12 @@ fn parse_abridged(side: Side, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
     if body > MAX_FRAME {
         return Err(FrameError::TooLarge(body));
     }
-    Ok(Some(Frame::Packet { prefix, body, payload: body, quick_ack }))
+    Ok(Some(Frame::Packet {
+        prefix,
+        body,
+        payload: body,
+        quick_ack,
+    }))
 }
 
 fn parse_intermediate(padded: bool, side: Side, buf: &[u8]) -> Result<Option<Frame>, FrameError> {
@@ -129,7 +138,7 @@ fn parse_intermediate(padded: bool, side: Side, buf: &[u8]) -> Result<Option<Fra
     if len == 0 {
         return Err(FrameError::ZeroLength);
     }
-    if len & 0x4000_0000 != 0 || (!padded && len % 4 != 0) {
+    if len & 0x4000_0000 != 0 || (!padded && !len.is_multiple_of(4)) {
         return Err(FrameError::BadLength(raw));
     }
     let body = len as usize;
@@ -140,16 +149,27 @@ fn parse_intermediate(padded: bool, side: Side, buf: &[u8]) -> Result<Option<Fra
         return Err(FrameError::PaddingOnly(len));
     }
     let payload = if padded { body & !3 } else { body };
-    Ok(Some(Frame::Packet { prefix: 4, body, payload, quick_ack }))
+    Ok(Some(Frame::Packet {
+        prefix: 4,
+        body,
+        payload,
+        quick_ack,
+    }))
 }
 
 /// Writes the length prefix for a `payload_len`-byte packet followed by `padding` bytes
 /// (padded only; must be 0 otherwise) into `out`; returns the prefix length (1 or 4).
 /// `payload_len` must be a multiple of 4 and at most [`MAX_FRAME`] for abridged.
-pub fn encode_prefix(tag: Tag, payload_len: usize, padding: usize, quick_ack: bool, out: &mut [u8; 4]) -> usize {
+pub fn encode_prefix(
+    tag: Tag,
+    payload_len: usize,
+    padding: usize,
+    quick_ack: bool,
+    out: &mut [u8; 4],
+) -> usize {
     match tag {
         Tag::Abridged => {
-            debug_assert!(payload_len % 4 == 0 && padding == 0);
+            debug_assert!(payload_len.is_multiple_of(4) && padding == 0);
             let words = payload_len / 4;
             let qa = if quick_ack { 0x80 } else { 0 };
             if words < 0x7f {
@@ -208,43 +228,107 @@ mod tests {
             assert_eq!(prefix(Tag::Abridged, n, qa), ab, "abridged {n}");
             assert_eq!(prefix(Tag::Intermediate, n, qa), im, "intermediate {n}");
             let ab_bytes = hex::decode(ab).unwrap();
-            let f = parse_frame(Tag::Abridged, Side::FromClient, &ab_bytes).unwrap().unwrap();
-            assert_eq!(f, Frame::Packet { prefix: ab_bytes.len(), body: n, payload: n, quick_ack: qa });
+            let f = parse_frame(Tag::Abridged, Side::FromClient, &ab_bytes)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                f,
+                Frame::Packet {
+                    prefix: ab_bytes.len(),
+                    body: n,
+                    payload: n,
+                    quick_ack: qa
+                }
+            );
             let im_bytes = hex::decode(im).unwrap();
-            let f = parse_frame(Tag::Intermediate, Side::FromClient, &im_bytes).unwrap().unwrap();
-            assert_eq!(f, Frame::Packet { prefix: 4, body: n, payload: n, quick_ack: qa });
+            let f = parse_frame(Tag::Intermediate, Side::FromClient, &im_bytes)
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                f,
+                Frame::Packet {
+                    prefix: 4,
+                    body: n,
+                    payload: n,
+                    quick_ack: qa
+                }
+            );
         }
     }
 
     #[test]
     fn vector_8_5_rejected() {
-        assert_eq!(parse_frame(Tag::Abridged, Side::FromClient, &[0]), Err(FrameError::ZeroLength));
-        assert_eq!(parse_frame(Tag::Abridged, Side::FromClient, &[0x7f, 5, 0, 0]), Err(FrameError::Overlong));
-        assert_eq!(parse_frame(Tag::Intermediate, Side::FromClient, &[0; 4]), Err(FrameError::ZeroLength));
-        assert_eq!(parse_frame(Tag::Intermediate, Side::FromClient, &[5, 0, 0, 0]), Err(FrameError::BadLength(5)));
-        assert_eq!(parse_frame(Tag::Intermediate, Side::FromClient, &[4, 0, 0, 0x40]), Err(FrameError::BadLength(0x4000_0004)));
-        assert_eq!(parse_frame(Tag::Padded, Side::FromClient, &[3, 0, 0, 0]), Err(FrameError::PaddingOnly(3)));
         assert_eq!(
-            parse_frame(Tag::Padded, Side::FromClient, &(MAX_FRAME as u32 + 1).to_le_bytes()),
+            parse_frame(Tag::Abridged, Side::FromClient, &[0]),
+            Err(FrameError::ZeroLength)
+        );
+        assert_eq!(
+            parse_frame(Tag::Abridged, Side::FromClient, &[0x7f, 5, 0, 0]),
+            Err(FrameError::Overlong)
+        );
+        assert_eq!(
+            parse_frame(Tag::Intermediate, Side::FromClient, &[0; 4]),
+            Err(FrameError::ZeroLength)
+        );
+        assert_eq!(
+            parse_frame(Tag::Intermediate, Side::FromClient, &[5, 0, 0, 0]),
+            Err(FrameError::BadLength(5))
+        );
+        assert_eq!(
+            parse_frame(Tag::Intermediate, Side::FromClient, &[4, 0, 0, 0x40]),
+            Err(FrameError::BadLength(0x4000_0004))
+        );
+        assert_eq!(
+            parse_frame(Tag::Padded, Side::FromClient, &[3, 0, 0, 0]),
+            Err(FrameError::PaddingOnly(3))
+        );
+        assert_eq!(
+            parse_frame(
+                Tag::Padded,
+                Side::FromClient,
+                &(MAX_FRAME as u32 + 1).to_le_bytes()
+            ),
             Err(FrameError::TooLarge(MAX_FRAME + 1))
         );
-        assert_eq!(parse_frame(Tag::Abridged, Side::FromClient, &[0x7f, 0x01, 0x00, 0x04]), Err(FrameError::TooLarge(0x040001 * 4)));
+        assert_eq!(
+            parse_frame(Tag::Abridged, Side::FromClient, &[0x7f, 0x01, 0x00, 0x04]),
+            Err(FrameError::TooLarge(0x040001 * 4))
+        );
     }
 
     #[test]
     fn padded_forwards_len_and_not_3() {
         // Spec §8.3: length 43 → forward 40.
-        let f = parse_frame(Tag::Padded, Side::FromClient, &[43, 0, 0, 0]).unwrap().unwrap();
-        assert_eq!(f, Frame::Packet { prefix: 4, body: 43, payload: 40, quick_ack: false });
+        let f = parse_frame(Tag::Padded, Side::FromClient, &[43, 0, 0, 0])
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            f,
+            Frame::Packet {
+                prefix: 4,
+                body: 43,
+                payload: 40,
+                quick_ack: false
+            }
+        );
         assert_eq!(f.total_len(), 47);
     }
 
     #[test]
     fn incomplete_prefixes_wait() {
         assert_eq!(parse_frame(Tag::Abridged, Side::FromClient, &[]), Ok(None));
-        assert_eq!(parse_frame(Tag::Abridged, Side::FromClient, &[0x7f, 1]), Ok(None));
-        assert_eq!(parse_frame(Tag::Intermediate, Side::FromClient, &[1, 0, 0]), Ok(None));
-        assert_eq!(parse_frame(Tag::Intermediate, Side::FromServer, &[1, 0, 0]), Ok(None));
+        assert_eq!(
+            parse_frame(Tag::Abridged, Side::FromClient, &[0x7f, 1]),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_frame(Tag::Intermediate, Side::FromClient, &[1, 0, 0]),
+            Ok(None)
+        );
+        assert_eq!(
+            parse_frame(Tag::Intermediate, Side::FromServer, &[1, 0, 0]),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -252,9 +336,15 @@ mod tests {
         let token = 0x8123_4567;
         let b = quick_ack_bytes(Tag::Abridged, token);
         assert_eq!(b, [0x81, 0x23, 0x45, 0x67]);
-        assert_eq!(parse_frame(Tag::Abridged, Side::FromServer, &b), Ok(Some(Frame::QuickAck(token))));
+        assert_eq!(
+            parse_frame(Tag::Abridged, Side::FromServer, &b),
+            Ok(Some(Frame::QuickAck(token)))
+        );
         let b = quick_ack_bytes(Tag::Intermediate, token);
-        assert_eq!(parse_frame(Tag::Intermediate, Side::FromServer, &b), Ok(Some(Frame::QuickAck(token))));
+        assert_eq!(
+            parse_frame(Tag::Intermediate, Side::FromServer, &b),
+            Ok(Some(Frame::QuickAck(token)))
+        );
     }
 
     proptest! {

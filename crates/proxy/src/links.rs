@@ -1,0 +1,103 @@
+//! The start-up lines an operator pastes into Telegram: for every secret and client port,
+//! the `tg://proxy` and `https://t.me/proxy` links in the plain and `dd` forms.
+//!
+//! The host in the links is `--public-host`, else `--address`, else the first global
+//! IPv4 address of the machine's interfaces (no network request: behind NAT the operator
+//! passes `--public-host`), else 127.0.0.1.
+
+use mtproto_wire::secret::{link, ClientSecret, LinkKind};
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The host to print in links.
+pub fn public_host(explicit: Option<&str>, address: Option<Ipv4Addr>) -> String {
+    if let Some(h) = explicit {
+        return h.to_string();
+    }
+    if let Some(a) = address {
+        return a.to_string();
+    }
+    interface_ipv4().map_or_else(|| "127.0.0.1".to_string(), |a| a.to_string())
+}
+
+fn interface_ipv4() -> Option<Ipv4Addr> {
+    let addrs = nix::ifaddrs::getifaddrs().ok()?;
+    let mut fallback = None;
+    for ifa in addrs {
+        let Some(ip) = ifa
+            .address
+            .as_ref()
+            .and_then(|a| a.as_sockaddr_in())
+            .map(|s| s.ip())
+        else {
+            continue;
+        };
+        if ip.is_loopback() || ip.is_link_local() || ip.is_unspecified() {
+            continue;
+        }
+        if !ip.is_private() {
+            return Some(ip);
+        }
+        fallback.get_or_insert(ip);
+    }
+    fallback
+}
+
+/// The link lines for one secret on one port.
+pub fn lines(host: &str, port: u16, key: &[u8; 16], index: usize) -> Vec<String> {
+    let plain = ClientSecret::Plain(*key);
+    let dd = ClientSecret::Padded(*key);
+    vec![
+        format!(
+            "secret #{index} link: {}",
+            link(LinkKind::Tg, host, port, &plain)
+        ),
+        format!(
+            "secret #{index} link: {}",
+            link(LinkKind::TMe, host, port, &plain)
+        ),
+        format!(
+            "secret #{index} dd link: {}",
+            link(LinkKind::Tg, host, port, &dd)
+        ),
+        format!(
+            "secret #{index} dd link: {}",
+            link(LinkKind::TMe, host, port, &dd)
+        ),
+    ]
+}
+
+/// True for an address a client cannot reach (used to warn about useless links).
+pub fn is_local(host: &str) -> bool {
+    host.parse::<IpAddr>()
+        .map(|ip| ip.is_loopback() || ip.is_unspecified())
+        .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_precedence() {
+        assert_eq!(
+            public_host(Some("proxy.example.net"), Some(Ipv4Addr::new(10, 0, 0, 1))),
+            "proxy.example.net"
+        );
+        assert_eq!(
+            public_host(None, Some(Ipv4Addr::new(10, 0, 0, 1))),
+            "10.0.0.1"
+        );
+    }
+
+    #[test]
+    fn link_lines_for_plain_and_dd() {
+        let l = lines("1.2.3.4", 443, &[0x11; 16], 1);
+        assert_eq!(l.len(), 4);
+        assert!(l[0].ends_with(
+            "tg://proxy?server=1.2.3.4&port=443&secret=11111111111111111111111111111111"
+        ));
+        assert!(l[3].ends_with(
+            "https://t.me/proxy?server=1.2.3.4&port=443&secret=dd11111111111111111111111111111111"
+        ));
+    }
+}

@@ -1,0 +1,90 @@
+//! Starting the real `mtproto-proxy` binary for end-to-end tests, on loopback only.
+//!
+//! The proxy is started with `--address 127.0.0.1` and loopback `--dc-override`s; start-up
+//! is complete when it logs `main loop` on stderr (read from the pipe, no sleeping).
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+/// A running proxy; killed on drop.
+pub struct Proxy {
+    pub child: Child,
+    pub port: u16,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proxy {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    /// Log lines so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_mtproto-proxy");
+
+/// Starts the proxy with `args` plus `--address 127.0.0.1 -H <free port>`, and waits for
+/// its `main loop` line. Retries on a lost port race.
+pub fn start(args: &[&str]) -> Proxy {
+    for _ in 0..5 {
+        let port = free_port();
+        let port_s = port.to_string();
+        let mut cmd = Command::new(BIN);
+        cmd.args(args)
+            .args(["--address", "127.0.0.1", "-H", &port_s])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn mtproto-proxy");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("main loop") {
+                    if let Some(t) = tx.take() {
+                        let _ = t.send(true);
+                    }
+                }
+                log2.lock().unwrap().push(line);
+            }
+            if let Some(t) = tx.take() {
+                let _ = t.send(false);
+            }
+        });
+        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(true) => return Proxy { child, port, log },
+            _ => {
+                let _ = child.kill();
+                let status = child.wait();
+                let text = log.lock().unwrap().join("\n");
+                if text.contains("Address already in use") {
+                    continue;
+                }
+                panic!("proxy did not start ({status:?}):\n{text}");
+            }
+        }
+    }
+    panic!("no free port after 5 tries");
+}
