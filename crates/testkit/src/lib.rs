@@ -1,1 +1,19 @@
-//! placeholder
+//! Test kit for mtproxy: the other ends of a proxy's connections, on loopback only.
+//!
+//! - [`fake_dc`]: a fake Telegram DC, as the proxy dials it in direct mode.
+//! - [`client`]: the reference obfuscated2 client for every transport and secret kind.
+//! - [`mtproto`]: the few unencrypted MTProto messages tests exchange (`req_pq_multi`, `resPQ`).
+//!
+//! Everything is tokio-based and records what it sees so tests can await facts instead of
+//! sleeping.
+
+pub mod client;
+pub mod fake_dc;
+mod framing;
+pub mod mtproto;
+
+pub use client::{Client, ClientOpts, ServerFrame};
+pub use fake_dc::{DcConfig, DcConnInfo, FakeDc, Reply};
+pub use mtproto::{parse_res_pq, req_pq_multi, ResPq};
+pub use mtproto_wire::obfs2::Tag;
+pub use mtproto_wire::transport::{FrameError, MAX_FRAME};

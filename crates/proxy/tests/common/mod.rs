@@ -7,13 +7,14 @@
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
 
 /// A running proxy; killed on drop.
 pub struct Proxy {
     pub child: Child,
     pub port: u16,
-    pub log: Arc<Mutex<Vec<String>>>,
+    pub log: Arc<(Mutex<Vec<String>>, Condvar)>,
 }
 
 impl Proxy {
@@ -23,7 +24,19 @@ impl Proxy {
 
     /// Log lines so far.
     pub fn log_text(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.0.lock().unwrap().join("\n")
+    }
+
+    /// Waits (woken by each new log line) until a line contains `needle`; false after `limit`.
+    pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
+        let (lock, cv) = &*self.log;
+        let guard = lock.lock().unwrap();
+        let (_g, res) = cv
+            .wait_timeout_while(guard, limit, |lines| {
+                !lines.iter().any(|l| l.contains(needle))
+            })
+            .unwrap();
+        !res.timed_out()
     }
 }
 
@@ -36,7 +49,11 @@ impl Drop for Proxy {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mtproto-proxy");
@@ -55,7 +72,7 @@ pub fn start(args: &[&str]) -> Proxy {
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn mtproto-proxy");
         let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let log2 = log.clone();
         std::thread::spawn(move || {
@@ -67,18 +84,19 @@ pub fn start(args: &[&str]) -> Proxy {
                         let _ = t.send(true);
                     }
                 }
-                log2.lock().unwrap().push(line);
+                log2.0.lock().unwrap().push(line);
+                log2.1.notify_all();
             }
             if let Some(t) = tx.take() {
                 let _ = t.send(false);
             }
         });
-        match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        match rx.recv_timeout(Duration::from_secs(20)) {
             Ok(true) => return Proxy { child, port, log },
             _ => {
                 let _ = child.kill();
                 let status = child.wait();
-                let text = log.lock().unwrap().join("\n");
+                let text = log.0.lock().unwrap().join("\n");
                 if text.contains("Address already in use") {
                     continue;
                 }
