@@ -13,7 +13,7 @@
 
 use crate::relay::{self, End, Transform};
 use crate::stats::Stats;
-use crate::Shared;
+use crate::{Shared, Upstream};
 use mtproto_wire::obfs2::{self, Accepted, HEADER_LEN};
 use rand::RngCore;
 use std::net::SocketAddr;
@@ -23,7 +23,10 @@ use tracing::{debug, warn};
 
 /// Runs one direct-mode session to its end.
 pub async fn serve(shared: &Shared, mut client: TcpStream, peer: SocketAddr, acc: Accepted) {
-    let route = shared.dcs.route(acc.dc);
+    let Upstream::Direct(dcs) = &shared.upstream else {
+        return;
+    };
+    let route = dcs.route(acc.dc);
     if route.fallback {
         Stats::inc(&shared.stats.dc_fallbacks);
         debug!(

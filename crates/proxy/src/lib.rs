@@ -6,11 +6,13 @@
 //! [`dc`] the DC table, [`links`] the start-up links, [`logging`] C-style log lines.
 
 pub mod cli;
+pub mod config;
 pub mod dc;
 pub mod direct;
 pub mod links;
 pub mod listener;
 pub mod logging;
+pub mod middle;
 pub mod relay;
 pub mod session;
 pub mod stats;
@@ -20,18 +22,27 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::{error, info, warn};
 
+/// Where sessions go after the client handshake.
+#[derive(Debug)]
+pub enum Upstream {
+    /// A connection per session straight to a Telegram DC.
+    Direct(dc::DcTable),
+    /// Multiplexed over the ME pool.
+    Middle(Arc<middle::Middle>),
+}
+
 /// What every session of the process reads.
 #[derive(Debug)]
 pub struct Shared {
     /// Client secrets in command-line order (empty: no-secret mode).
     pub secrets: Vec<[u8; 16]>,
-    pub dcs: dc::DcTable,
+    pub upstream: Upstream,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
     /// Direct mode's download direction is passed through without crypto.
     pub fast_mode: bool,
-    pub stats: stats::Stats,
+    pub stats: Arc<stats::Stats>,
 }
 
 /// Options accepted for compatibility whose feature is not in this build yet, and
@@ -44,12 +55,10 @@ const NOT_YET: &[&str] = &[
     "msg-buffers-size",
     "connections",
     "port",
-    "aes-pwd",
     "disable-tcp",
     "allow-skip-dh",
     "max-accept-rate",
     "max-dh-accept-rate",
-    "nat-info",
     "http-stats",
     "max-special-connections",
     "window-clamp",
@@ -58,13 +67,14 @@ const NOT_YET: &[&str] = &[
 const NO_EFFECT_IN_C: &[&str] = &[
     "crc32c",
     "force-dh",
-    "ping-interval",
     "cpu-threads",
     "io-threads",
     "multithread",
     "tcp-cpu-threads",
     "tcp-iothreads",
 ];
+/// Options that only matter in middle-proxy mode.
+const ME_ONLY: &[&str] = &["aes-pwd", "nat-info", "ping-interval"];
 
 /// The version line printed at start-up and in `--help`.
 pub fn version() -> String {
@@ -81,13 +91,70 @@ pub fn run(opts: cli::Options) -> ExitCode {
     match start(opts) {
         Ok(code) => code,
         Err((code, msg)) => {
-            error!("{msg}");
+            if !msg.is_empty() {
+                error!("{msg}");
+            }
             ExitCode::from(code)
         }
     }
 }
 
-fn start(opts: cli::Options) -> Result<ExitCode, (u8, String)> {
+type Fatal = (u8, String);
+
+/// Everything ME mode needs at start-up and on reload.
+struct MeSetup {
+    config_path: std::path::PathBuf,
+    aes_pwd: std::path::PathBuf,
+    aes_pwd_explicit: bool,
+}
+
+impl MeSetup {
+    fn load_config(&self) -> Result<config::LoadedConfig, config::LoadError> {
+        config::load_file(&self.config_path)
+    }
+
+    fn load_secret(&self) -> Result<Option<config::ProxySecret>, String> {
+        match config::aes_pwd::load_detailed(&self.aes_pwd, self.aes_pwd_explicit)? {
+            config::SecretFile::Loaded(s) => Ok(Some(s)),
+            config::SecretFile::Absent { reason } => {
+                warn!("{reason}: no proxy secret, no middle-end will accept this proxy (give --aes-pwd)");
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// Our process id for ME handshakes (spec backend-ops §1.7): `--address` if it is in 10/8,
+/// else a 10/8 interface address, else 0 (each connection then uses its local IPv4); the
+/// `-p` port or −1; the OS pid masked to 16 bits (C asserts pid < 65536 and aborts on modern
+/// systems); the start time.
+fn process_id(opts: &cli::Options) -> mtproto_wire::rpc::ProcessId {
+    use std::net::Ipv4Addr;
+    let ten = |a: &Ipv4Addr| a.octets()[0] == 10;
+    let ip = opts
+        .address
+        .filter(ten)
+        .or_else(|| {
+            nix::ifaddrs::getifaddrs().ok().and_then(|mut it| {
+                it.find_map(|i| {
+                    i.address
+                        .and_then(|a| a.as_sockaddr_in().map(|s| s.ip()))
+                        .filter(ten)
+                })
+            })
+        })
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let port = match opts.stats_port {
+        Some(cli::PortSpec::Single(p)) | Some(cli::PortSpec::Range(p, _)) => p,
+        None => 0xffff,
+    };
+    let utime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i32);
+    mtproto_wire::rpc::ProcessId::new(ip, port, std::process::id(), utime)
+}
+
+fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     if !opts.domains.is_empty() {
         return Err((
             1,
@@ -96,7 +163,8 @@ fn start(opts: cli::Options) -> Result<ExitCode, (u8, String)> {
                 .into(),
         ));
     }
-    if opts.proxy_tag.is_some() && (opts.config_file.is_none() || opts.direct) {
+    let me_mode = opts.config_file.is_some() && !opts.direct;
+    if opts.proxy_tag.is_some() && !me_mode {
         return Err((
             2,
             "-P (proxy tag) needs middle-proxy mode: give a proxy-multi.conf and no --direct; \
@@ -104,25 +172,45 @@ fn start(opts: cli::Options) -> Result<ExitCode, (u8, String)> {
                 .into(),
         ));
     }
-    if let (Some(cfg), false) = (&opts.config_file, opts.direct) {
-        return Err((
-            1,
-            format!(
-                "middle-proxy mode (config file '{}') is not supported by this build yet; \
-                 pass --direct to relay straight to Telegram DCs",
-                cfg.display()
-            ),
-        ));
-    }
     for name in &opts.given {
         if NOT_YET.contains(name) {
             warn!("option --{name} is accepted but not yet supported by this build; ignored");
         } else if NO_EFFECT_IN_C.contains(name) {
             info!("option --{name} has no effect (as in C)");
+        } else if ME_ONLY.contains(name) && !me_mode {
+            warn!("option --{name} only matters in middle-proxy mode; ignored in direct mode");
         }
     }
+    let stats = Arc::new(stats::Stats::default());
+
+    // ME mode: the config and the proxy secret are checked before any port is bound, as C.
+    let me = if me_mode {
+        let setup = MeSetup {
+            config_path: opts.config_file.clone().expect("me_mode"),
+            aes_pwd: opts
+                .aes_pwd
+                .clone()
+                .unwrap_or_else(|| config::aes_pwd::DEFAULT_FILE.into()),
+            aes_pwd_explicit: opts.aes_pwd.is_some(),
+        };
+        let loaded = setup.load_config().map_err(|e| {
+            for l in &e.lines {
+                eprintln!("{l}");
+            }
+            (e.code, String::new())
+        })?;
+        let secret = setup.load_secret().map_err(|e| {
+            eprintln!("{e}");
+            (1, String::new())
+        })?;
+        info!("{}", loaded.success_message());
+        Some((setup, loaded, secret))
+    } else {
+        None
+    };
+
     let mut secrets = opts.secrets.clone();
-    if secrets.is_empty() {
+    if secrets.is_empty() && !me_mode {
         let mut s = [0u8; 16];
         rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut s);
         warn!("no secret given (-S or --mtproto-secret-file): generated one for this run; pass -S to keep it across restarts");
@@ -159,24 +247,27 @@ fn start(opts: cli::Options) -> Result<ExitCode, (u8, String)> {
         warn!("no client port given (-H): the proxy serves no clients");
     }
 
-    let shared = Arc::new(Shared {
-        secrets,
-        dcs: dc::DcTable::new(overrides, opts.ipv6),
-        handshake_timeout: opts.handshake_timeout,
-        idle_timeout: opts.idle_timeout,
-        connect_timeout: Duration::from_secs(10),
-        fast_mode: !opts.no_fast_mode,
-        stats: stats::Stats::default(),
-    });
-
     let host = links::public_host(opts.public_host.as_deref(), opts.address);
     if links::is_local(&host) {
         warn!("links use {host}: pass --public-host with the address clients reach");
     }
-    info!(
-        "mode: direct to Telegram DCs ({} secret(s))",
-        shared.secrets.len()
-    );
+    match &me {
+        Some((_, loaded, _)) => info!(
+            "mode: middle-proxy via {} ({} cluster(s), {} secret(s), proxy tag {})",
+            loaded.path.display(),
+            loaded.config.auth_clusters(),
+            secrets.len(),
+            if opts.proxy_tag.is_some() {
+                "set"
+            } else {
+                "not set"
+            }
+        ),
+        None => info!("mode: direct to Telegram DCs ({} secret(s))", secrets.len()),
+    }
+    if secrets.is_empty() {
+        warn!("no secret given: clients are accepted in no-secret mode (as C)");
+    }
     for l in &listeners {
         let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
         info!(
@@ -184,7 +275,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, (u8, String)> {
             l.local_addr()
                 .map_or_else(|e| e.to_string(), |a| a.to_string())
         );
-        for (i, key) in shared.secrets.iter().enumerate() {
+        for (i, key) in secrets.iter().enumerate() {
             for line in links::lines(&host, port, key, i + 1) {
                 info!("{line}");
             }
@@ -195,12 +286,79 @@ fn start(opts: cli::Options) -> Result<ExitCode, (u8, String)> {
         .enable_all()
         .build()
         .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
-    let code = rt.block_on(serve(listeners, shared));
+    let code = rt.block_on(async move {
+        let (upstream, reload) = match me {
+            Some((setup, loaded, secret)) => {
+                let ident = middle::conn::Ident {
+                    pid: process_id(&opts),
+                    secret: secret.map(|s| Arc::new(s.bytes)),
+                    nat: opts.nat_info.clone(),
+                    bind_v4: opts.address,
+                    ping_interval: Duration::from_secs_f64(opts.ping_interval),
+                };
+                let pool = middle::pool::Pool::new(loaded.config.clone(), ident, stats.clone());
+                pool.apply(loaded.config);
+                let mid = Arc::new(middle::Middle {
+                    pool,
+                    proxy_tag: opts.proxy_tag,
+                    nat: opts.nat_info.clone(),
+                });
+                (Upstream::Middle(mid.clone()), Some((setup, mid)))
+            }
+            None => (
+                Upstream::Direct(dc::DcTable::new(overrides, opts.ipv6)),
+                None,
+            ),
+        };
+        let shared = Arc::new(Shared {
+            secrets,
+            upstream,
+            handshake_timeout: opts.handshake_timeout,
+            idle_timeout: opts.idle_timeout,
+            connect_timeout: Duration::from_secs(10),
+            fast_mode: !opts.no_fast_mode,
+            stats,
+        });
+        serve(listeners, shared, reload).await
+    });
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
 }
 
-async fn serve(listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) -> ExitCode {
+/// SIGHUP in ME mode: re-read and validate the config and the proxy secret; apply both only
+/// if both are good, otherwise keep what runs (C ignores SIGHUP; spec §2.5 recommends this).
+fn reload(setup: &MeSetup, mid: &middle::Middle, stats: &stats::Stats) {
+    let loaded = match setup.load_config() {
+        Ok(l) => l,
+        Err(e) => {
+            stats::Stats::inc(&stats.reloads_failed);
+            for l in &e.lines {
+                error!("{l}");
+            }
+            error!("configuration reload failed: keeping the configuration in force");
+            return;
+        }
+    };
+    let secret = match setup.load_secret() {
+        Ok(s) => s,
+        Err(e) => {
+            stats::Stats::inc(&stats.reloads_failed);
+            error!("{e}");
+            error!("proxy secret reload failed: keeping the configuration in force");
+            return;
+        }
+    };
+    mid.pool.set_secret(secret.map(|s| Arc::new(s.bytes)));
+    mid.pool.apply(loaded.config.clone());
+    stats::Stats::inc(&stats.reloads_ok);
+    info!("{}", loaded.success_message());
+}
+
+async fn serve(
+    listeners: Vec<std::net::TcpListener>,
+    shared: Arc<Shared>,
+    reloader: Option<(MeSetup, Arc<middle::Middle>)>,
+) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let mut tasks = Vec::new();
     for l in listeners {
@@ -226,7 +384,13 @@ async fn serve(listeners: Vec<std::net::TcpListener>, shared: Arc<Shared>) -> Ex
         tokio::select! {
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
-            _ = hup.recv() => info!("received signal 01 (SIGHUP): nothing to reload in direct mode"),
+            _ = hup.recv() => match &reloader {
+                Some((setup, mid)) => {
+                    info!("received signal 01 (SIGHUP): reloading");
+                    reload(setup, mid, &shared.stats);
+                }
+                None => info!("received signal 01 (SIGHUP): nothing to reload in direct mode"),
+            },
             _ = usr1.recv() => info!("received signal 10 (SIGUSR1): log reopening is not supported yet"),
         }
     };

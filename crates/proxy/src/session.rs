@@ -9,7 +9,7 @@
 
 use crate::direct;
 use crate::stats::Stats;
-use crate::Shared;
+use crate::{Shared, Upstream};
 use mtproto_wire::obfs2::{self, Tag, HEADER_LEN};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -55,7 +55,20 @@ pub async fn handle(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr
         accepted.dc,
         accepted.secret_index.map_or(0, |i| i + 1)
     );
-    direct::serve(&shared, client, peer, accepted).await;
+    match &shared.upstream {
+        Upstream::Direct(_) => direct::serve(&shared, client, peer, accepted).await,
+        Upstream::Middle(mid) => {
+            crate::middle::session::serve(
+                mid,
+                &shared.stats,
+                shared.idle_timeout,
+                client,
+                peer,
+                accepted,
+            )
+            .await
+        }
+    }
 }
 
 /// Skip mode: read and discard until the deadline or the peer's close; never write.

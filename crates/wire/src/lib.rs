@@ -11,5 +11,6 @@
 
 pub mod crypto;
 pub mod obfs2;
+pub mod rpc;
 pub mod secret;
 pub mod transport;

@@ -1,0 +1,524 @@
+//! One connection to a middle-end (ME): dial, nonce exchange, key derivation, encrypted
+//! handshake, then the RPC stream that multiplexes many client sessions
+//! (spec backend-ops §1.1–1.8).
+//!
+//! After the handshake the socket is split: a writer task owns the write half, the CBC
+//! encryptor and the frame encoder, and batches whatever sessions queued into one padded,
+//! encrypted write; the reader (the future [`establish`] returns) owns the read half and
+//! dispatches the ME's answers to sessions by `conn_id`. When either ends, the connection
+//! is dead: every session bound to it is told to close (C closes them too, spec §1.9).
+//!
+//! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).
+
+use crate::stats::Stats;
+use mtproto_wire::rpc::{
+    self, derive_keys, frame::pad_to_block, handshake, nonce, ops, AesCbcDecryptor, CrcKind,
+    FrameDecoder, FrameEncoder, KdfInput, MeOp, NoncePacket, ProcessId, Role,
+};
+use rand::RngCore;
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+
+/// What an ME connection sends to a client session.
+#[derive(Debug)]
+pub enum ToClient {
+    /// One packet for the client (RPC_PROXY_ANS data).
+    Data(Vec<u8>),
+    /// A quick-ack token (RPC_SIMPLE_ACK).
+    QuickAck(u32),
+    /// Close the client: the ME closed the session (RPC_CLOSE_EXT, no CLOSE_CONN back),
+    /// the ME connection died, or the client fell too far behind.
+    Close(CloseCause),
+}
+
+/// Why an ME connection closed a session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseCause {
+    /// RPC_CLOSE_EXT from the ME.
+    ClosedByMe,
+    /// The ME connection is gone.
+    MeLost,
+    /// More than [`MAX_QUEUED`] bytes waited for a client that does not read.
+    Flood,
+}
+
+/// Bytes that may wait for one client before it is closed (C: 32 MiB per connection,
+/// `connections_failed_flood`).
+pub const MAX_QUEUED: usize = 32 << 20;
+
+/// The ME side's handle on one client session.
+#[derive(Debug)]
+pub struct SessionLink {
+    pub tx: mpsc::UnboundedSender<ToClient>,
+    /// Bytes queued in `tx` and not yet written to the client; the session subtracts.
+    pub queued: Arc<AtomicUsize>,
+}
+
+/// Who we are and what we hash, for every ME connection of the process.
+#[derive(Clone, Debug)]
+pub struct Ident {
+    /// Our process id in handshakes; `ip` 0 means "the connection's local IPv4".
+    pub pid: ProcessId,
+    /// The proxy secret (`--aes-pwd`), `None` when there is none: then no ME accepts us.
+    pub secret: Option<Arc<Vec<u8>>>,
+    /// `--nat-info` rules, local → global, first match wins.
+    pub nat: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// `--address`: source address of IPv4 ME sockets.
+    pub bind_v4: Option<Ipv4Addr>,
+    /// Interval of our own RPC_PING (C never pings; telemt does, and MEs accept it).
+    pub ping_interval: Duration,
+}
+
+impl Ident {
+    /// Applies the NAT table to an IPv4 address (IPv6 and ports are never translated).
+    pub fn nat_ip(&self, ip: IpAddr) -> IpAddr {
+        match rpc::kdf::ipv4_of(ip) {
+            Some(v4) => IpAddr::V4(
+                self.nat
+                    .iter()
+                    .find(|(l, _)| *l == v4)
+                    .map_or(v4, |(_, g)| *g),
+            ),
+            None => ip,
+        }
+    }
+
+    fn nat_addr(&self, a: SocketAddr) -> SocketAddr {
+        SocketAddr::new(self.nat_ip(a.ip()), a.port())
+    }
+}
+
+/// A live, handshaken ME connection.
+#[derive(Debug)]
+pub struct MeConn {
+    /// Process-unique id, for logs.
+    pub id: u64,
+    pub target: SocketAddr,
+    tx: mpsc::Sender<Vec<u8>>,
+    sessions: Mutex<HashMap<i64, SessionLink>>,
+    alive: AtomicBool,
+}
+
+impl MeConn {
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Relaxed)
+    }
+
+    /// Routes the ME's answers for `conn_id` to `link`.
+    pub fn register(&self, conn_id: i64, link: SessionLink) {
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .insert(conn_id, link);
+    }
+
+    /// Forgets `conn_id`; true if it was registered.
+    pub fn unregister(&self, conn_id: i64) -> bool {
+        self.sessions
+            .lock()
+            .expect("sessions")
+            .remove(&conn_id)
+            .is_some()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.lock().expect("sessions").len()
+    }
+
+    /// Queues one RPC payload; waits while the writer's queue is full (back-pressure).
+    pub async fn send(&self, payload: Vec<u8>) -> Result<(), ()> {
+        self.tx.send(payload).await.map_err(|_| ())
+    }
+
+    /// Tells the ME that the client of `conn_id` went away.
+    pub async fn close_session(&self, conn_id: i64) {
+        let mut p = Vec::with_capacity(12);
+        ops::build_close_conn(&mut p, conn_id);
+        let _ = self.send(p).await;
+    }
+
+    fn mark_dead(&self, cause: CloseCause) {
+        self.alive.store(false, Relaxed);
+        let sessions = std::mem::take(&mut *self.sessions.lock().expect("sessions"));
+        for (_, link) in sessions {
+            let _ = link.tx.send(ToClient::Close(cause));
+        }
+    }
+}
+
+/// Why an ME connection ended.
+#[derive(Debug)]
+pub enum ConnEnd {
+    Eof,
+    Io(io::Error),
+    Protocol(String),
+    /// The pool asked for it (target removed and drained).
+    Dropped,
+}
+
+impl std::fmt::Display for ConnEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConnEnd::Eof => write!(f, "closed by the ME"),
+            ConnEnd::Io(e) => write!(f, "{e}"),
+            ConnEnd::Protocol(s) => write!(f, "protocol error: {s}"),
+            ConnEnd::Dropped => write!(f, "no longer in the config"),
+        }
+    }
+}
+
+/// Incoming bytes: ciphertext is decrypted block by block as it arrives, frames are decoded
+/// from the decrypted prefix.
+struct Inbound {
+    buf: Vec<u8>,
+    /// `buf[start..plain]` is decrypted and not yet consumed.
+    start: usize,
+    plain: usize,
+    /// `buf[plain..filled]` is ciphertext that is not a whole block yet.
+    filled: usize,
+    dec: Option<AesCbcDecryptor>,
+}
+
+impl Inbound {
+    fn new() -> Self {
+        Inbound {
+            buf: vec![0; 64 * 1024],
+            start: 0,
+            plain: 0,
+            filled: 0,
+            dec: None,
+        }
+    }
+
+    /// Reads more bytes; Ok(false) at EOF.
+    async fn fill(&mut self, r: &mut (impl AsyncReadExt + Unpin)) -> io::Result<bool> {
+        if self.start > 0 && (self.filled == self.buf.len() || self.start > self.buf.len() / 2) {
+            self.buf.copy_within(self.start..self.filled, 0);
+            self.plain -= self.start;
+            self.filled -= self.start;
+            self.start = 0;
+        }
+        if self.filled == self.buf.len() {
+            let new_len = self.buf.len() * 2;
+            self.buf.resize(new_len, 0);
+        }
+        let n = r.read(&mut self.buf[self.filled..]).await?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.filled += n;
+        match self.dec.as_mut() {
+            Some(d) => self.plain += d.decrypt(&mut self.buf[self.plain..self.filled]),
+            None => self.plain = self.filled,
+        }
+        Ok(true)
+    }
+
+    /// The next frame's payload range (absolute in `buf`), consuming it.
+    fn next(&mut self, dec: &mut FrameDecoder) -> Result<Option<std::ops::Range<usize>>, String> {
+        match dec.decode(&self.buf[self.start..self.plain]) {
+            Ok(Some((used, r))) => {
+                let range = self.start + r.start..self.start + r.end;
+                self.start += used;
+                Ok(Some(range))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Reads until a whole frame is there.
+    async fn frame(
+        &mut self,
+        r: &mut (impl AsyncReadExt + Unpin),
+        dec: &mut FrameDecoder,
+    ) -> Result<std::ops::Range<usize>, String> {
+        loop {
+            if let Some(range) = self.next(dec)? {
+                return Ok(range);
+            }
+            match self.fill(r).await {
+                Ok(true) => {}
+                Ok(false) => return Err("closed during the handshake".into()),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    }
+}
+
+fn unix_now() -> i32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i32)
+}
+
+async fn dial(target: SocketAddr, ident: &Ident) -> io::Result<TcpStream> {
+    let sock = if target.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let (true, Some(a)) = (target.is_ipv4(), ident.bind_v4) {
+        sock.bind(SocketAddr::new(IpAddr::V4(a), 0))?;
+    }
+    sock.set_keepalive(true)?;
+    let s = sock.connect(target).await?;
+    s.set_nodelay(true)?;
+    if target.is_ipv4() {
+        let ka = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(40))
+            .with_interval(Duration::from_secs(40))
+            .with_retries(5);
+        let _ = socket2::SockRef::from(&s).set_tcp_keepalive(&ka);
+    }
+    Ok(s)
+}
+
+/// Dials `target` and runs the nonce exchange and handshake. On success returns the
+/// connection handle and the future that serves it until it dies (the caller awaits it;
+/// the caller also applies the 3-s deadline to this function, spec §1.10).
+pub async fn establish(
+    id: u64,
+    target: SocketAddr,
+    ident: &Ident,
+    stats: Arc<Stats>,
+) -> Result<(Arc<MeConn>, impl Future<Output = ConnEnd>), String> {
+    let secret = ident
+        .secret
+        .clone()
+        .ok_or("no proxy secret (--aes-pwd) loaded")?;
+    let stream = dial(target, ident)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let local = stream.local_addr().map_err(|e| e.to_string())?;
+    let (mut rd, mut wr) = stream.into_split();
+
+    // 1. Our nonce, in plaintext.
+    let mut nonce_clt = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut nonce_clt);
+    let ts = unix_now();
+    let mut encoder = FrameEncoder::new();
+    let mut out = Vec::with_capacity(256);
+    encoder.encode(
+        &NoncePacket::aes(&secret, ts, nonce_clt).to_bytes(),
+        &mut out,
+    );
+    wr.write_all(&out)
+        .await
+        .map_err(|e| format!("send nonce: {e}"))?;
+
+    // 2. The ME's nonce; nothing may follow it before our keys are installed (C: −6).
+    let mut decoder = FrameDecoder::new();
+    let mut inb = Inbound::new();
+    let r = inb.frame(&mut rd, &mut decoder).await?;
+    let me_nonce = nonce::check_me_nonce(&inb.buf[r], nonce::key_select(&secret), ts)
+        .map_err(|e| format!("ME nonce: {e}"))?;
+    if inb.start != inb.filled {
+        return Err("ME sent data before the keys were set up".into());
+    }
+
+    // 3. Keys: both addresses as the ME sees them (after NAT).
+    let keys = derive_keys(
+        &KdfInput {
+            nonce_srv: me_nonce.nonce,
+            nonce_clt,
+            client_ts: ts,
+            server: ident.nat_addr(target),
+            client: ident.nat_addr(local),
+            secret: &secret,
+        },
+        Role::Client,
+    );
+    let (mut enc, dec) = keys.ciphers();
+    inb.dec = Some(dec);
+
+    // 4. Handshake, encrypted, still CRC32.
+    let mut pid = ident.pid;
+    if pid.ip == 0 {
+        if let Some(v4) = rpc::kdf::ipv4_of(local.ip()) {
+            pid.ip = u32::from(v4);
+        }
+    }
+    let hs = handshake::proxy_handshake(pid, target);
+    out.clear();
+    encoder.encode(&hs.to_bytes(), &mut out);
+    pad_to_block(&mut out, 0);
+    enc.encrypt(&mut out);
+    wr.write_all(&out)
+        .await
+        .map_err(|e| format!("send handshake: {e}"))?;
+    let r = inb.frame(&mut rd, &mut decoder).await?;
+    let answer = match handshake::check_me_handshake(&inb.buf[r], &pid, true) {
+        Ok(a) => a,
+        Err(e) => {
+            if e.sends_error_packet() {
+                out.clear();
+                let mut p = Vec::new();
+                handshake::build_handshake_error(&mut p, e.c_code(), &pid);
+                encoder.encode(&p, &mut out);
+                pad_to_block(&mut out, 0);
+                enc.encrypt(&mut out);
+                let _ = wr.write_all(&out).await;
+            }
+            return Err(format!("ME handshake: {e}"));
+        }
+    };
+    if answer.crc32c {
+        encoder.switch_crc(CrcKind::Crc32c);
+        decoder.switch_crc(CrcKind::Crc32c);
+    }
+    debug!(
+        "Connected to RPC Middle-End {target} (conn {id}, crc32c {})",
+        answer.crc32c
+    );
+
+    let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
+    let conn = Arc::new(MeConn {
+        id,
+        target,
+        tx,
+        sessions: Mutex::new(HashMap::new()),
+        alive: AtomicBool::new(true),
+    });
+    let writer = tokio::spawn(write_loop(wr, enc, encoder, rx, ident.ping_interval));
+    let c2 = conn.clone();
+    let run = async move {
+        let end = read_loop(&c2, rd, inb, decoder, &stats).await;
+        writer.abort();
+        c2.mark_dead(CloseCause::MeLost);
+        end
+    };
+    Ok((conn, run))
+}
+
+async fn write_loop(
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut enc: rpc::AesCbcEncryptor,
+    mut encoder: FrameEncoder,
+    mut rx: mpsc::Receiver<Vec<u8>>,
+    ping_interval: Duration,
+) {
+    let mut out = Vec::with_capacity(64 * 1024);
+    let mut ping =
+        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
+    let mut ping_id: i64 = rand::random::<i64>() & i64::MAX;
+    let mut payload = Vec::with_capacity(12);
+    loop {
+        out.clear();
+        tokio::select! {
+            p = rx.recv() => {
+                let Some(p) = p else { return };
+                encoder.encode(&p, &mut out);
+                // Batch what else is queued into the same write.
+                while out.len() < 256 * 1024 {
+                    match rx.try_recv() {
+                        Ok(p) => encoder.encode(&p, &mut out),
+                        Err(_) => break,
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                payload.clear();
+                ping_id = ping_id.wrapping_add(1);
+                ops::build_ping(&mut payload, ping_id);
+                encoder.encode(&payload, &mut out);
+            }
+        }
+        pad_to_block(&mut out, 0);
+        enc.encrypt(&mut out);
+        if wr.write_all(&out).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_loop(
+    conn: &MeConn,
+    mut rd: OwnedReadHalf,
+    mut inb: Inbound,
+    mut decoder: FrameDecoder,
+    stats: &Stats,
+) -> ConnEnd {
+    loop {
+        loop {
+            let range = match inb.next(&mut decoder) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => return ConnEnd::Protocol(e),
+            };
+            let payload = &inb.buf[range];
+            dispatch(conn, payload, stats).await;
+        }
+        match inb.fill(&mut rd).await {
+            Ok(true) => {}
+            Ok(false) => return ConnEnd::Eof,
+            Err(e) => return ConnEnd::Io(e),
+        }
+    }
+}
+
+async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
+    let to_session = |conn_id: i64, msg: ToClient, size: usize| -> bool {
+        let mut sessions = conn.sessions.lock().expect("sessions");
+        let Some(link) = sessions.get(&conn_id) else {
+            return false;
+        };
+        let queued = link.queued.fetch_add(size, Relaxed) + size;
+        if queued > MAX_QUEUED {
+            let link = sessions.remove(&conn_id).expect("present");
+            let _ = link.tx.send(ToClient::Close(CloseCause::Flood));
+            Stats::inc(&stats.failed_flood);
+            return true;
+        }
+        if link.tx.send(msg).is_err() {
+            sessions.remove(&conn_id);
+            return false;
+        }
+        true
+    };
+    match ops::parse_me_op(payload) {
+        MeOp::ProxyAns { conn_id, data, .. } => {
+            let bytes = payload[data].to_vec();
+            let n = bytes.len();
+            if to_session(conn_id, ToClient::Data(bytes), n) {
+                Stats::inc(&stats.forwarded_responses);
+            } else {
+                Stats::inc(&stats.dropped_responses);
+                conn.close_session(conn_id).await;
+            }
+        }
+        MeOp::SimpleAck { conn_id, confirm } => {
+            if to_session(conn_id, ToClient::QuickAck(confirm), 4) {
+                Stats::inc(&stats.forwarded_simple_acks);
+            } else {
+                Stats::inc(&stats.dropped_simple_acks);
+                conn.close_session(conn_id).await;
+            }
+        }
+        MeOp::CloseExt { conn_id } => {
+            if let Some(link) = conn.sessions.lock().expect("sessions").remove(&conn_id) {
+                let _ = link.tx.send(ToClient::Close(CloseCause::ClosedByMe));
+            }
+        }
+        MeOp::Ping { id } => {
+            let mut p = Vec::with_capacity(12);
+            ops::build_pong(&mut p, id);
+            let _ = conn.send(p).await;
+        }
+        MeOp::Pong { .. } => {}
+        MeOp::Ignored { op, len } => {
+            trace!("ME conn {}: ignoring op {op:08x} of {len} bytes", conn.id)
+        }
+        MeOp::Unknown(op) => debug!("unknown RPC operation {op:08x}, ignoring"),
+    }
+}

@@ -1,0 +1,258 @@
+//! A client session in middle-proxy mode: the client's transport frames are decoded, each
+//! forwardable packet goes to the ME as RPC_PROXY_REQ on the session's ME connection, and
+//! the ME's answers come back as packets (or quick acks) in the client's framing
+//! (spec client.md §4, backend-ops §1.8–1.9).
+//!
+//! C's rules kept: the ME connection is chosen at the first forwarded packet and kept;
+//! a packet with no ME available is dropped, and the next packet that finds one closes the
+//! client (the stream has a gap); a packet the ME must not see is dropped silently; a bad
+//! frame closes the client. The client closing sends RPC_CLOSE_CONN; the ME closing
+//! (RPC_CLOSE_EXT, or its connection dying) closes the client.
+
+use super::conn::{CloseCause, MeConn, SessionLink, ToClient};
+use super::Middle;
+use crate::stats::Stats;
+use mtproto_wire::crypto::AesCtr;
+use mtproto_wire::obfs2::{Accepted, Tag};
+use mtproto_wire::rpc::{classify_client_packet, ops, Forward, ReqParams};
+use mtproto_wire::transport::{self, Frame, Side, MAX_FRAME};
+use rand::Rng;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tracing::{debug, trace};
+
+/// A client packet of exactly this length starting with RPC_PING gets RPC_PONG from the
+/// proxy itself (C `tcp_rpcs_default_execute`).
+const CLIENT_PING_LEN: usize = 12;
+
+struct Binding {
+    conn: Arc<MeConn>,
+    id: i64,
+}
+
+/// Writes packets to the client in its framing, encrypted.
+struct ClientWriter {
+    tag: Tag,
+    enc: AesCtr,
+    out: Vec<u8>,
+}
+
+impl ClientWriter {
+    fn packet(&mut self, data: &[u8]) {
+        let padding = if self.tag == Tag::Padded {
+            rand::thread_rng().gen_range(0..4)
+        } else {
+            0
+        };
+        let mut prefix = [0u8; 4];
+        let n = transport::encode_prefix(self.tag, data.len(), padding, false, &mut prefix);
+        let start = self.out.len();
+        self.out.extend_from_slice(&prefix[..n]);
+        self.out.extend_from_slice(data);
+        if padding > 0 {
+            let mut pad = [0u8; 3];
+            rand::thread_rng().fill(&mut pad[..padding]);
+            self.out.extend_from_slice(&pad[..padding]);
+        }
+        self.enc.apply(&mut self.out[start..]);
+    }
+
+    fn quick_ack(&mut self, token: u32) {
+        let start = self.out.len();
+        self.out
+            .extend_from_slice(&transport::quick_ack_bytes(self.tag, token));
+        self.enc.apply(&mut self.out[start..]);
+    }
+
+    async fn flush(&mut self, w: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            w.write_all(&self.out).await?;
+            self.out.clear();
+            if self.out.capacity() > 256 * 1024 {
+                self.out.shrink_to(16 * 1024);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why the session ended, for the log (fields are read through `Debug`).
+#[derive(Debug)]
+#[allow(dead_code)]
+enum End {
+    ClientClosed,
+    ClientError(std::io::ErrorKind),
+    BadFrame(transport::FrameError),
+    Me(CloseCause),
+    GapAfterDrop,
+    Idle,
+}
+
+/// Serves one accepted client in ME mode until it ends.
+pub async fn serve(
+    mid: &Middle,
+    stats: &Stats,
+    idle: Duration,
+    client: TcpStream,
+    peer: SocketAddr,
+    acc: Accepted,
+) {
+    let local = client
+        .local_addr()
+        .map(|a| SocketAddr::new(mid.ident_nat(a.ip()), a.port()))
+        .unwrap_or(peer);
+    let (mut rd, mut wr) = client.into_split();
+    let tag = acc.tag;
+    let mut dec = acc.decrypt;
+    let mut writer = ClientWriter {
+        tag,
+        enc: acc.encrypt,
+        out: Vec::new(),
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToClient>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let mut binding: Option<Binding> = None;
+    let mut dropped = false;
+    // Client bytes: buf[start..end] decrypted and not yet consumed.
+    let mut buf: Vec<u8> = Vec::new();
+    let (mut start, mut end) = (0usize, 0usize);
+    let mut req = Vec::new();
+    let mut last_activity = tokio::time::Instant::now();
+
+    let why = 'session: loop {
+        // Make room for the next read (the whole frame must fit once its length is known).
+        if start == end {
+            start = 0;
+            end = 0;
+        }
+        let need = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
+            Ok(Some(f)) => f.total_len(),
+            Ok(None) => 4,
+            Err(e) => break End::BadFrame(e),
+        };
+        if buf.len() - start < need.max(4096) {
+            buf.copy_within(start..end, 0);
+            end -= start;
+            start = 0;
+            let want = need.clamp(16 * 1024, MAX_FRAME + 8);
+            if buf.len() < want {
+                buf.resize(want, 0);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep_until(last_activity + idle) => break End::Idle,
+            r = rd.read(&mut buf[end..]) => {
+                let n = match r {
+                    Ok(0) => break End::ClientClosed,
+                    Ok(n) => n,
+                    Err(e) => break End::ClientError(e.kind()),
+                };
+                last_activity = tokio::time::Instant::now();
+                dec.apply(&mut buf[end..end + n]);
+                end += n;
+                // Every complete frame in the buffer.
+                loop {
+                    let (prefix, payload, total, quick_ack) = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
+                        Ok(Some(Frame::Packet { prefix, body, payload, quick_ack })) if prefix + body <= end - start => (prefix, payload, prefix + body, quick_ack),
+                        Ok(_) => break,
+                        Err(e) => break 'session End::BadFrame(e),
+                    };
+                    let packet = &buf[start + prefix..start + prefix + payload];
+                    start += total;
+                    if packet.len() == CLIENT_PING_LEN && packet[..4] == mtproto_wire::rpc::RPC_PING.to_le_bytes() {
+                        let mut pong = [0u8; CLIENT_PING_LEN];
+                        pong[..4].copy_from_slice(&mtproto_wire::rpc::RPC_PONG.to_le_bytes());
+                        pong[4..].copy_from_slice(&packet[4..]);
+                        writer.packet(&pong);
+                        continue;
+                    }
+                    let unencrypted = match classify_client_packet(packet) {
+                        Forward::Encrypted => false,
+                        Forward::Unencrypted => true,
+                        Forward::Drop(reason) => {
+                            trace!("{peer}: not forwarding a packet: {reason:?}");
+                            continue;
+                        }
+                    };
+                    // The session's ME connection: kept while it lives (C stickiness).
+                    if binding.as_ref().is_some_and(|b| !b.conn.is_alive()) {
+                        binding = None;
+                    }
+                    if binding.is_none() {
+                        let Some(conn) = mid.pool.pick(acc.dc) else {
+                            Stats::inc(&stats.dropped_queries);
+                            dropped = true;
+                            continue;
+                        };
+                        if dropped {
+                            break 'session End::GapAfterDrop;
+                        }
+                        let id = mid.pool.new_session_id();
+                        conn.register(id, SessionLink { tx: tx.clone(), queued: queued.clone() });
+                        Stats::inc(&stats.ext_connections_created);
+                        stats.ext_connections.fetch_add(1, Relaxed);
+                        debug!("{peer}: session {id} on ME {} (conn {})", conn.target, conn.id);
+                        binding = Some(Binding { conn, id });
+                    }
+                    let b = binding.as_ref().expect("bound above");
+                    let params = ReqParams { transport: tag, quick_ack, unencrypted, proxy_tag: mid.proxy_tag, pad_flag: false };
+                    req.clear();
+                    ops::build_proxy_req(&mut req, &params, b.id, peer, local, packet);
+                    if b.conn.send(std::mem::take(&mut req)).await.is_err() {
+                        break 'session End::Me(CloseCause::MeLost);
+                    }
+                    Stats::inc(&stats.forwarded_queries);
+                }
+                if let Err(e) = writer.flush(&mut wr).await {
+                    break End::ClientError(e.kind());
+                }
+            }
+            msg = rx.recv() => {
+                last_activity = tokio::time::Instant::now();
+                let mut next = msg;
+                // Drain what is queued into one write.
+                while let Some(m) = next.take() {
+                    match m {
+                        ToClient::Data(d) => {
+                            queued.fetch_sub(d.len(), Relaxed);
+                            writer.packet(&d);
+                        }
+                        ToClient::QuickAck(t) => {
+                            queued.fetch_sub(4, Relaxed);
+                            writer.quick_ack(t);
+                        }
+                        ToClient::Close(cause) => {
+                            let _ = writer.flush(&mut wr).await;
+                            break 'session End::Me(cause);
+                        }
+                    }
+                    if writer.out.len() < 256 * 1024 {
+                        next = rx.try_recv().ok();
+                    }
+                }
+                if let Err(e) = writer.flush(&mut wr).await {
+                    break End::ClientError(e.kind());
+                }
+            }
+        }
+    };
+    if let Some(b) = binding {
+        stats.ext_connections.fetch_sub(1, Relaxed);
+        b.conn.unregister(b.id);
+        // RPC_CLOSE_CONN unless the ME closed the session itself or its connection is gone.
+        let me_side_gone = matches!(why, End::Me(CloseCause::ClosedByMe | CloseCause::MeLost));
+        if !me_side_gone && b.conn.is_alive() {
+            b.conn.close_session(b.id).await;
+        }
+    }
+    if matches!(why, End::Idle) {
+        Stats::inc(&stats.idle_closed);
+    }
+    let _ = wr.shutdown().await;
+    debug!("{peer}: ME-mode session ended: {why:?}");
+}

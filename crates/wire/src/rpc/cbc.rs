@@ -1,0 +1,191 @@
+//! AES-256-CBC as the ME link uses it (spec backend-ops.md §1.4): one continuous stream per
+//! direction, no per-packet IV, chaining carried across every call. Only whole 16-byte
+//! blocks are processed; the caller keeps any partial tail for the next call (senders pad
+//! their output with [`super::frame::pad_to_block`] so there is none on the way out).
+//!
+//! Not a general crypto wrapper: no padding schemes, no authentication (the frames carry a
+//! CRC, which is all the protocol has). Keys come from [`super::kdf`].
+
+use aes::cipher::{BlockDecrypt, BlockEncrypt, KeyInit};
+use aes::{Aes256, Block};
+
+/// The AES block size.
+pub const BLOCK_LEN: usize = 16;
+
+/// Blocks decrypted per batch (lets the AES backend work on several at once).
+const BATCH: usize = 8;
+
+/// The encrypting direction.
+#[derive(Clone)]
+pub struct AesCbcEncryptor {
+    cipher: Aes256,
+    /// The previous ciphertext block (the IV at first).
+    prev: [u8; BLOCK_LEN],
+    /// Bytes processed so far.
+    pos: u64,
+}
+
+impl AesCbcEncryptor {
+    /// A stream starting with `iv`.
+    pub fn new(key: &[u8; 32], iv: &[u8; BLOCK_LEN]) -> Self {
+        AesCbcEncryptor {
+            cipher: Aes256::new(key.into()),
+            prev: *iv,
+            pos: 0,
+        }
+    }
+
+    /// Encrypts the longest whole-block prefix of `buf` in place and returns its length
+    /// (`buf.len()` rounded down to a multiple of 16). The rest is left untouched.
+    pub fn encrypt(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len() / BLOCK_LEN * BLOCK_LEN;
+        for chunk in buf[..n].chunks_exact_mut(BLOCK_LEN) {
+            for (b, p) in chunk.iter_mut().zip(self.prev.iter()) {
+                *b ^= p;
+            }
+            self.cipher.encrypt_block(Block::from_mut_slice(chunk));
+            self.prev.copy_from_slice(chunk);
+        }
+        self.pos += n as u64;
+        n
+    }
+
+    /// Bytes encrypted so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+/// The decrypting direction.
+#[derive(Clone)]
+pub struct AesCbcDecryptor {
+    cipher: Aes256,
+    prev: [u8; BLOCK_LEN],
+    pos: u64,
+}
+
+impl AesCbcDecryptor {
+    /// A stream starting with `iv`.
+    pub fn new(key: &[u8; 32], iv: &[u8; BLOCK_LEN]) -> Self {
+        AesCbcDecryptor {
+            cipher: Aes256::new(key.into()),
+            prev: *iv,
+            pos: 0,
+        }
+    }
+
+    /// Decrypts the longest whole-block prefix of `buf` in place and returns its length.
+    /// A partial last block is left untouched: hand it in again with the bytes that follow.
+    pub fn decrypt(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len() / BLOCK_LEN * BLOCK_LEN;
+        for group in buf[..n].chunks_mut(BLOCK_LEN * BATCH) {
+            let count = group.len() / BLOCK_LEN;
+            let mut blocks = [Block::default(); BATCH];
+            for (b, c) in blocks.iter_mut().zip(group.chunks_exact(BLOCK_LEN)) {
+                b.copy_from_slice(c);
+            }
+            let mut last = [0u8; BLOCK_LEN];
+            last.copy_from_slice(&group[group.len() - BLOCK_LEN..]);
+            self.cipher.decrypt_blocks(&mut blocks[..count]);
+            // Plaintext i = D(C_i) ^ C_{i-1}: walk backwards so C_{i-1} is still intact.
+            for i in (0..count).rev() {
+                let mut prev = [0u8; BLOCK_LEN];
+                if i == 0 {
+                    prev = self.prev;
+                } else {
+                    prev.copy_from_slice(&group[(i - 1) * BLOCK_LEN..i * BLOCK_LEN]);
+                }
+                let out = &mut group[i * BLOCK_LEN..(i + 1) * BLOCK_LEN];
+                for ((o, d), p) in out.iter_mut().zip(blocks[i].iter()).zip(prev.iter()) {
+                    *o = d ^ p;
+                }
+            }
+            self.prev = last;
+        }
+        self.pos += n as u64;
+        n
+    }
+
+    /// Bytes decrypted so far.
+    pub fn position(&self) -> u64 {
+        self.pos
+    }
+}
+
+impl std::fmt::Debug for AesCbcEncryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print key material or chaining state.
+        write!(f, "AesCbcEncryptor(pos={})", self.pos)
+    }
+}
+
+impl std::fmt::Debug for AesCbcDecryptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AesCbcDecryptor(pos={})", self.pos)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn h(s: &str) -> Vec<u8> {
+        hex::decode(s).unwrap()
+    }
+
+    // NIST SP 800-38A, F.2.5 / F.2.6 (CBC-AES256).
+    const KEY: &str = "603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4";
+    const IV: &str = "000102030405060708090a0b0c0d0e0f";
+    const PLAIN: &str = "6bc1bee22e409f96e93d7e117393172aae2d8a571e03ac9c9eb76fac45af8e5130c81c46a35ce411e5fbc1191a0a52eff69f2445df4f9b17ad2b417be66c3710";
+    const CIPHER: &str = "f58c4c04d6e5f1ba779eabfb5f7bfbd69cfc4e967edb808d679f777bc6702c7d39f23369a9d9bacfa530e26304231461b2eb05e2c39be9fcda6c19078c6a9d1b";
+
+    fn kiv() -> ([u8; 32], [u8; 16]) {
+        (h(KEY).try_into().unwrap(), h(IV).try_into().unwrap())
+    }
+
+    #[test]
+    fn nist_vector_both_ways() {
+        let (k, iv) = kiv();
+        let mut buf = h(PLAIN);
+        assert_eq!(AesCbcEncryptor::new(&k, &iv).encrypt(&mut buf), 64);
+        assert_eq!(hex::encode(&buf), CIPHER);
+        assert_eq!(AesCbcDecryptor::new(&k, &iv).decrypt(&mut buf), 64);
+        assert_eq!(hex::encode(&buf), PLAIN);
+    }
+
+    #[test]
+    fn chaining_carries_across_calls_and_partial_tail_is_left() {
+        let (k, iv) = kiv();
+        let mut enc = AesCbcEncryptor::new(&k, &iv);
+        let mut buf = h(PLAIN);
+        let (a, b) = buf.split_at_mut(16);
+        assert_eq!(enc.encrypt(a), 16);
+        assert_eq!(enc.encrypt(&mut b[..47]), 32);
+        assert_eq!(&b[32..47], &h(PLAIN)[48..63], "partial tail untouched");
+        assert_eq!(enc.encrypt(&mut b[32..]), 16);
+        assert_eq!(hex::encode(&buf), CIPHER);
+        assert_eq!(enc.position(), 64);
+        assert_eq!(format!("{enc:?}"), "AesCbcEncryptor(pos=64)");
+    }
+
+    proptest! {
+        #[test]
+        fn decrypt_in_any_block_split(cuts in proptest::collection::vec(0usize..40, 0..10), blocks in 1usize..40) {
+            let key = [5u8; 32];
+            let iv = [6u8; 16];
+            let plain: Vec<u8> = (0..blocks * 16).map(|i| (i * 7 + 3) as u8).collect();
+            let mut c = plain.clone();
+            AesCbcEncryptor::new(&key, &iv).encrypt(&mut c);
+            let mut dec = AesCbcDecryptor::new(&key, &iv);
+            let mut at = 0;
+            for cut in cuts {
+                let end = (at + cut * 16).min(c.len());
+                prop_assert_eq!(dec.decrypt(&mut c[at..end]), end - at);
+                at = end;
+            }
+            dec.decrypt(&mut c[at..]);
+            prop_assert_eq!(c, plain);
+        }
+    }
+}
