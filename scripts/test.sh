@@ -43,3 +43,10 @@ isolated() {
 step "tests (unit, end-to-end, real client)"
 export MTPROXY_TEST_PYTHON="$VENV/bin/python"
 isolated cargo test --workspace --offline -- --include-ignored
+
+# The shared interop harness: a Python fake ME verified against the C proxy.
+SHARED="${MTPROXY_SHARED:-$PWD/../shared}"
+step "interop with the fake ME verified against C ($SHARED/interop)"
+BIN="$PWD/target/release/mtproto-proxy"
+isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --no-stats
+isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --no-stats --secret-file-mode

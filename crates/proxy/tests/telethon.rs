@@ -80,3 +80,59 @@ async fn telethon_gets_res_pq_through_the_proxy_in_every_mode() {
         assert!(conns[i].res_pq_sent >= 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs the Telethon venv: run through scripts/test.sh"]
+async fn telethon_gets_res_pq_through_the_proxy_in_me_mode() {
+    use mtproxy_testkit::fake_me::{FakeMe, FakeMeConfig, MeEvent, Responder};
+    let dir = std::env::temp_dir().join(format!("mtproxy-tl-me-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let secret: Vec<u8> = (0..128u32).map(|i| (i * 7 + 3) as u8).collect();
+    std::fs::write(dir.join("proxy-secret"), &secret).unwrap();
+    let me = FakeMe::start(FakeMeConfig::new(secret).responder(Responder::ResPq))
+        .await
+        .unwrap();
+    let cfg = dir.join("proxy-multi.conf");
+    std::fs::write(&cfg, format!("proxy_for 2 {};\ndefault 2;\n", me.addr())).unwrap();
+    let pwd = dir.join("proxy-secret").to_string_lossy().into_owned();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let proxy = common::start(&["-S", SECRET, "--aes-pwd", &pwd, &cfg_s]);
+    me.wait_ready(4, Duration::from_secs(30)).await.unwrap();
+    let port = proxy.port.to_string();
+    for mode in ["abridged", "intermediate", "randomized"] {
+        let out = Command::new(python())
+            .args([
+                &script(),
+                "--proxy-host",
+                "127.0.0.1",
+                "--proxy-port",
+                &port,
+                "--secret",
+                SECRET,
+            ])
+            .args(["--mode", mode, "--dc", "2", "--timeout", "20"])
+            .output()
+            .expect("run check_proxy.py");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "telethon {mode} (ME mode) failed: {text}\nproxy log:\n{}",
+            proxy.log_text()
+        );
+    }
+    let reqs = me.count(|e| {
+        matches!(
+            e,
+            MeEvent::ProxyReq {
+                unencrypted: true,
+                ..
+            }
+        )
+    });
+    assert!(reqs >= 3, "the ME saw {reqs} req_pq_multi");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,6 +1,7 @@
 //! Test kit for mtproxy: the other ends of a proxy's connections, on loopback only.
 //!
 //! - [`fake_dc`]: a fake Telegram DC, as the proxy dials it in direct mode.
+//! - [`fake_me`]: a fake Telegram middle-end (RPC side of middle-proxy mode).
 //! - [`client`]: the reference obfuscated2 client for every transport and secret kind.
 //! - [`mtproto`]: the few unencrypted MTProto messages tests exchange (`req_pq_multi`, `resPQ`).
 //!
@@ -9,6 +10,7 @@
 
 pub mod client;
 pub mod fake_dc;
+pub mod fake_me;
 mod framing;
 pub mod mtproto;
 

@@ -8,6 +8,7 @@
 //! - [`obfs2`]: the 64-byte obfuscated2 header, both the accepting side and the initiating side.
 //! - [`transport`]: the abridged, intermediate and padded-intermediate framings.
 //! - [`secret`]: secrets as typed by operators and clients, and `tg://` links.
+//! - [`rpc`]: the middle-end RPC protocol (frames, CBC, nonce, KDF, handshake, operations).
 
 pub mod crypto;
 pub mod obfs2;
