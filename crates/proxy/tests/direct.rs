@@ -355,3 +355,36 @@ async fn silent_dc_keeps_session_until_client_leaves() {
     // The client's close is passed on to the DC.
     timeout(LIMIT, dc.wait_closed(1)).await.unwrap();
 }
+
+/// The smallest writes there are: header and frame arrive one byte per write.
+#[tokio::test(flavor = "multi_thread")]
+async fn one_byte_writes() {
+    use mtproto_wire::transport::encode_prefix;
+    let dc = fake_dc().await;
+    let proxy = proxy_to(&dc, &[]);
+    for tag in Tag::ALL {
+        let opts = ClientOpts::new(key(S1), tag);
+        let mut c = Client::from_header_split(proxy.addr(), opts, 1, Duration::from_millis(1)).await.unwrap();
+        let p = random_payload(44);
+        let mut prefix = [0u8; 4];
+        let n = encode_prefix(tag, p.len(), 0, false, &mut prefix);
+        let mut frame = prefix[..n].to_vec();
+        frame.extend_from_slice(&p);
+        for b in frame.chunks(1) {
+            c.send_encrypted_raw(b).await.unwrap();
+        }
+        let back = timeout(LIMIT, c.recv_packet()).await.unwrap().unwrap();
+        assert_eq!(back, p, "{tag:?}");
+    }
+}
+
+/// A DC reached over IPv6 (loopback ::1).
+#[tokio::test(flavor = "multi_thread")]
+async fn ipv6_dc_override() {
+    let dc = FakeDc::start("[::1]:0".parse().unwrap()).await.unwrap();
+    let o = format!("2:[::1]:{}", dc.addr().port());
+    let proxy = common::start(&["-S", S1, "--dc-override", &o]);
+    let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(S1), Tag::Intermediate)).await.unwrap();
+    round_trip(&mut c, &random_payload(100)).await;
+    assert!(dc.connections()[0].peer.is_ipv6());
+}
