@@ -13,7 +13,8 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 
 step "python venv for real-client tests (Telethon, pinned)"
-VENV="$PWD/target/test-venv"
+TARGET="${CARGO_TARGET_DIR:-$PWD/target}"
+VENV="$TARGET/test-venv"
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
@@ -47,6 +48,6 @@ isolated cargo test --workspace --offline -- --include-ignored
 # The shared interop harness: a Python fake ME verified against the C proxy.
 SHARED="${MTPROXY_SHARED:-$PWD/../shared}"
 step "interop with the fake ME verified against C ($SHARED/interop)"
-BIN="$PWD/target/release/mtproto-proxy"
+BIN="$TARGET/release/mtproto-proxy"
 isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --no-stats
 isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --no-stats --secret-file-mode
