@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dc;
 pub mod direct;
+pub mod http_stats;
 pub mod links;
 pub mod listener;
 pub mod logging;

@@ -364,7 +364,9 @@ async fn one_byte_writes() {
     let proxy = proxy_to(&dc, &[]);
     for tag in Tag::ALL {
         let opts = ClientOpts::new(key(S1), tag);
-        let mut c = Client::from_header_split(proxy.addr(), opts, 1, Duration::from_millis(1)).await.unwrap();
+        let mut c = Client::from_header_split(proxy.addr(), opts, 1, Duration::from_millis(1))
+            .await
+            .unwrap();
         let p = random_payload(44);
         let mut prefix = [0u8; 4];
         let n = encode_prefix(tag, p.len(), 0, false, &mut prefix);
@@ -384,7 +386,9 @@ async fn ipv6_dc_override() {
     let dc = FakeDc::start("[::1]:0".parse().unwrap()).await.unwrap();
     let o = format!("2:[::1]:{}", dc.addr().port());
     let proxy = common::start(&["-S", S1, "--dc-override", &o]);
-    let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(S1), Tag::Intermediate)).await.unwrap();
+    let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(S1), Tag::Intermediate))
+        .await
+        .unwrap();
     round_trip(&mut c, &random_payload(100)).await;
     assert!(dc.connections()[0].peer.is_ipv6());
 }

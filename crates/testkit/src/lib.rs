@@ -13,6 +13,7 @@ pub mod fake_dc;
 pub mod fake_me;
 mod framing;
 pub mod mtproto;
+pub mod tls_site;
 
 pub use client::{Client, ClientOpts, ServerFrame};
 pub use fake_dc::{DcConfig, DcConnInfo, FakeDc, Reply};

@@ -14,4 +14,5 @@ pub mod crypto;
 pub mod obfs2;
 pub mod rpc;
 pub mod secret;
+pub mod tls;
 pub mod transport;
