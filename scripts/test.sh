@@ -49,5 +49,5 @@ isolated cargo test --workspace --offline -- --include-ignored
 SHARED="${MTPROXY_SHARED:-$PWD/../shared}"
 step "interop with the fake ME verified against C ($SHARED/interop)"
 BIN="$TARGET/release/mtproto-proxy"
-isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --no-stats
-isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --no-stats --secret-file-mode
+isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN"
+isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --secret-file-mode

@@ -61,6 +61,11 @@ pub async fn serve(shared: &Shared, mut client: TcpStream, peer: SocketAddr, acc
         warn!("{peer}: dc {} write failed: {e}", route.dc);
         return;
     }
+    // Direct mode parses no frames: the per-secret counters see client IPs only.
+    let mut tracking = crate::stats::SecretUse::new(shared.stats.secret(acc.secret_index));
+    if let Some(t) = tracking.as_mut() {
+        t.forwarded(peer.ip(), 0);
+    }
     let up = Transform {
         decrypt: Some(acc.decrypt),
         encrypt: Some(out.encrypt),

@@ -55,12 +55,10 @@ const NOT_YET: &[&str] = &[
     "nice",
     "msg-buffers-size",
     "connections",
-    "port",
     "disable-tcp",
     "allow-skip-dh",
     "max-accept-rate",
     "max-dh-accept-rate",
-    "http-stats",
     "max-special-connections",
     "window-clamp",
     "slaves",
@@ -155,6 +153,108 @@ fn process_id(opts: &cli::Options) -> mtproto_wire::rpc::ProcessId {
     mtproto_wire::rpc::ProcessId::new(ip, port, std::process::id(), utime)
 }
 
+/// What `/stats` says about the config in force (changes on a successful reload).
+#[derive(Debug, Default, Clone)]
+struct ConfigMeta {
+    filename: String,
+    loaded_at: u64,
+    size: u64,
+    md5: String,
+    clusters: u64,
+    aes_pwd_md5: String,
+}
+
+impl ConfigMeta {
+    fn from_loaded(l: &config::LoadedConfig, secret: Option<&config::ProxySecret>) -> ConfigMeta {
+        ConfigMeta {
+            filename: l.path.display().to_string(),
+            loaded_at: l
+                .loaded_at
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            size: l.size as u64,
+            md5: l.md5_hex.clone(),
+            clusters: l.config.auth_clusters() as u64,
+            aes_pwd_md5: secret.map_or_else(|| "none".to_string(), |s| s.md5_hex()),
+        }
+    }
+}
+
+/// Binds the `-p` stats port when `--http-stats` is given: 127.0.0.1 only, as C. A range
+/// `start:end` takes the first port that binds.
+fn bind_stats_port(opts: &cli::Options) -> Result<Option<std::net::TcpListener>, Fatal> {
+    if !opts.http_stats {
+        return Ok(None);
+    }
+    let (first, last, range) = match opts.stats_port {
+        None => {
+            return Err((
+                1,
+                "fatal: port isn't defined (--http-stats needs -p <port>)".into(),
+            ))
+        }
+        Some(cli::PortSpec::Single(p)) => (p, p, false),
+        Some(cli::PortSpec::Range(a, b)) => (a, b, true),
+    };
+    let mut last_err = None;
+    for port in first..=last {
+        match listener::bind(http_stats::bind_addr(port), opts.backlog) {
+            Ok(l) => return Ok(Some(l)),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    let e = last_err.map_or_else(String::new, |e| e.to_string());
+    if range {
+        Err((
+            2,
+            format!("cannot open a stats port in {first}:{last}: {e}"),
+        ))
+    } else {
+        Err((1, format!("cannot open server socket at port {first}: {e}")))
+    }
+}
+
+/// The function `/stats` and `/metrics` call for a fresh snapshot.
+fn stats_view_fn(
+    base: http_stats::StatsView,
+    shared: Arc<Shared>,
+    meta: Arc<std::sync::RwLock<ConfigMeta>>,
+) -> http_stats::ViewFn {
+    Arc::new(move || {
+        let mut v = base.clone();
+        v.fill_counters(&shared.stats);
+        v.fill_process();
+        let m = meta.read().expect("meta").clone();
+        v.config_filename = m.filename;
+        v.config_loaded_at = m.loaded_at;
+        v.config_size = m.size;
+        v.config_md5 = m.md5;
+        v.config_auth_clusters = m.clusters;
+        v.aes_pwd_md5 = m.aes_pwd_md5;
+        if let Upstream::Middle(mid) = &shared.upstream {
+            let (targets, ready_targets, ready_conns) = mid.pool.counts();
+            v.me_targets = targets as u64;
+            v.me_declared_targets = targets as u64;
+            v.me_ready_targets = ready_targets as u64;
+            v.me_ready_connections = ready_conns as u64;
+            v.outbound_connections = ready_conns as u64;
+        }
+        v.secrets = shared
+            .stats
+            .per_secret
+            .iter()
+            .map(|t| {
+                let (ips, keys) = t.counts();
+                http_stats::SecretView {
+                    active_ips: ips,
+                    active_auth_keys: keys,
+                }
+            })
+            .collect();
+        v
+    })
+}
+
 fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     if !opts.domains.is_empty() {
         return Err((
@@ -182,8 +282,6 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
             warn!("option --{name} only matters in middle-proxy mode; ignored in direct mode");
         }
     }
-    let stats = Arc::new(stats::Stats::default());
-
     // ME mode: the config and the proxy secret are checked before any port is bound, as C.
     let me = if me_mode {
         let setup = MeSetup {
@@ -247,6 +345,8 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     if listeners.is_empty() {
         warn!("no client port given (-H): the proxy serves no clients");
     }
+    let stats_listener = bind_stats_port(&opts)?;
+    let stats = Arc::new(stats::Stats::with_secrets(secrets.len()));
 
     let host = links::public_host(opts.public_host.as_deref(), opts.address);
     if links::is_local(&host) {
@@ -287,11 +387,40 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
         .enable_all()
         .build()
         .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
+    let pid = process_id(&opts);
+    let meta = Arc::new(std::sync::RwLock::new(match &me {
+        Some((_, loaded, secret)) => ConfigMeta::from_loaded(loaded, secret.as_ref()),
+        None => ConfigMeta {
+            aes_pwd_md5: "none".into(),
+            ..ConfigMeta::default()
+        },
+    }));
+    let base_view = http_stats::StatsView {
+        start_time: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        pid_ip: std::net::Ipv4Addr::from(pid.ip),
+        pid_port: pid.port,
+        version: version(),
+        workers: opts.workers,
+        max_connections: u64::from(opts.connections),
+        max_special_connections: u64::from(
+            opts.max_special_connections.unwrap_or(opts.connections),
+        ),
+        max_accept_rate: u64::from(opts.max_accept_rate),
+        allow_skip_dh: opts.allow_skip_dh,
+        proxy_tag_set: opts.proxy_tag.is_some(),
+        listening_sockets: listeners.len() as u64 + u64::from(stats_listener.is_some()),
+        window_clamp: opts
+            .window_clamp
+            .unwrap_or(http_stats::DEFAULT_WINDOW_CLAMP),
+        ..http_stats::StatsView::default()
+    };
     let code = rt.block_on(async move {
         let (upstream, reload) = match me {
             Some((setup, loaded, secret)) => {
                 let ident = middle::conn::Ident {
-                    pid: process_id(&opts),
+                    pid,
                     secret: secret.map(|s| Arc::new(s.bytes)),
                     nat: opts.nat_info.clone(),
                     bind_v4: opts.address,
@@ -320,7 +449,19 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
             fast_mode: !opts.no_fast_mode,
             stats,
         });
-        serve(listeners, shared, reload).await
+        if let Some(l) = stats_listener {
+            match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => {
+                    let view = stats_view_fn(base_view, shared.clone(), meta.clone());
+                    tokio::spawn(http_stats::serve(l, view, false));
+                }
+                Err(e) => {
+                    error!("cannot register the stats listener: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        serve(listeners, shared, reload.map(|(s, m)| (s, m, meta))).await
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
@@ -328,7 +469,12 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
 
 /// SIGHUP in ME mode: re-read and validate the config and the proxy secret; apply both only
 /// if both are good, otherwise keep what runs (C ignores SIGHUP; spec §2.5 recommends this).
-fn reload(setup: &MeSetup, mid: &middle::Middle, stats: &stats::Stats) {
+fn reload(
+    setup: &MeSetup,
+    mid: &middle::Middle,
+    stats: &stats::Stats,
+    meta: &std::sync::RwLock<ConfigMeta>,
+) {
     let loaded = match setup.load_config() {
         Ok(l) => l,
         Err(e) => {
@@ -349,6 +495,7 @@ fn reload(setup: &MeSetup, mid: &middle::Middle, stats: &stats::Stats) {
             return;
         }
     };
+    *meta.write().expect("meta") = ConfigMeta::from_loaded(&loaded, secret.as_ref());
     mid.pool.set_secret(secret.map(|s| Arc::new(s.bytes)));
     mid.pool.apply(loaded.config.clone());
     stats::Stats::inc(&stats.reloads_ok);
@@ -358,7 +505,11 @@ fn reload(setup: &MeSetup, mid: &middle::Middle, stats: &stats::Stats) {
 async fn serve(
     listeners: Vec<std::net::TcpListener>,
     shared: Arc<Shared>,
-    reloader: Option<(MeSetup, Arc<middle::Middle>)>,
+    reloader: Option<(
+        MeSetup,
+        Arc<middle::Middle>,
+        Arc<std::sync::RwLock<ConfigMeta>>,
+    )>,
 ) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let mut tasks = Vec::new();
@@ -386,9 +537,9 @@ async fn serve(
             _ = term.recv() => break "SIGTERM",
             _ = int.recv() => break "SIGINT",
             _ = hup.recv() => match &reloader {
-                Some((setup, mid)) => {
+                Some((setup, mid, meta)) => {
                     info!("received signal 01 (SIGHUP): reloading");
-                    reload(setup, mid, &shared.stats);
+                    reload(setup, mid, &shared.stats, meta);
                 }
                 None => info!("received signal 01 (SIGHUP): nothing to reload in direct mode"),
             },

@@ -1,7 +1,11 @@
 //! Process-wide counters of the client side. Plain relaxed atomics: they are read by the
 //! stats endpoints and by tests, and never synchronise anything.
 
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
 
 /// Counters shared by every connection of the process.
 #[derive(Debug, Default)]
@@ -48,13 +52,146 @@ pub struct Stats {
     /// SIGHUP reloads applied and refused.
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// The fork's per-secret counters, one per secret in command-line order.
+    pub per_secret: Vec<SecretTracker>,
+}
+
+/// A reference-counted set: how many distinct values are in use right now.
+#[derive(Debug)]
+struct RefSet<K>(Mutex<HashMap<K, u32>>);
+
+impl<K: Hash + Eq> Default for RefSet<K> {
+    fn default() -> Self {
+        RefSet(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<K: Hash + Eq> RefSet<K> {
+    fn add(&self, k: K) {
+        *self.0.lock().expect("refset").entry(k).or_insert(0) += 1;
+    }
+    fn remove(&self, k: &K) {
+        let mut m = self.0.lock().expect("refset");
+        if let Some(n) = m.get_mut(k) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(k);
+            }
+        }
+    }
+    fn len(&self) -> usize {
+        self.0.lock().expect("refset").len()
+    }
+}
+
+/// The fork's "device tracking" for one secret (spec client.md §7.2): distinct client IPs
+/// and distinct non-zero auth_key_ids of live sessions that forwarded a packet.
+#[derive(Debug, Default)]
+pub struct SecretTracker {
+    ips: RefSet<IpAddr>,
+    keys: RefSet<u64>,
+}
+
+impl SecretTracker {
+    /// (distinct client IPs, distinct auth keys) in use now.
+    pub fn counts(&self) -> (u64, u64) {
+        (self.ips.len() as u64, self.keys.len() as u64)
+    }
+}
+
+/// One session's entries in a [`SecretTracker`]; removed when dropped.
+#[derive(Debug)]
+pub struct SecretUse<'a> {
+    tracker: &'a SecretTracker,
+    ip: Option<IpAddr>,
+    key: Option<u64>,
+}
+
+impl<'a> SecretUse<'a> {
+    /// Nothing tracked yet (`tracker` None: no-secret mode tracks nothing).
+    pub fn new(tracker: Option<&'a SecretTracker>) -> Option<SecretUse<'a>> {
+        tracker.map(|tracker| SecretUse {
+            tracker,
+            ip: None,
+            key: None,
+        })
+    }
+
+    /// The session forwarded a packet from `ip` whose first 8 bytes are `auth_key_id`
+    /// (0 for unencrypted packets, which do not change the tracked key, as in the fork).
+    pub fn forwarded(&mut self, ip: IpAddr, auth_key_id: u64) {
+        if self.ip.is_none() {
+            let ip = match ip {
+                IpAddr::V4(v4) => IpAddr::V6(v4.to_ipv6_mapped()),
+                v6 => v6,
+            };
+            self.tracker.ips.add(ip);
+            self.ip = Some(ip);
+        }
+        if auth_key_id != 0 && self.key != Some(auth_key_id) {
+            if let Some(old) = self.key.take() {
+                self.tracker.keys.remove(&old);
+            }
+            self.tracker.keys.add(auth_key_id);
+            self.key = Some(auth_key_id);
+        }
+    }
+}
+
+impl Drop for SecretUse<'_> {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.tracker.ips.remove(&ip);
+        }
+        if let Some(k) = self.key {
+            self.tracker.keys.remove(&k);
+        }
+    }
 }
 
 impl Stats {
+    /// Counters for a process with `secrets` client secrets.
+    pub fn with_secrets(secrets: usize) -> Self {
+        Stats {
+            per_secret: (0..secrets).map(|_| SecretTracker::default()).collect(),
+            ..Stats::default()
+        }
+    }
+
+    /// The tracker of secret `index` (0-based), if any.
+    pub fn secret(&self, index: Option<usize>) -> Option<&SecretTracker> {
+        index.and_then(|i| self.per_secret.get(i))
+    }
+
     pub fn inc(c: &AtomicU64) {
         c.fetch_add(1, Relaxed);
     }
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_tracking_counts_distinct_ips_and_keys_while_sessions_live() {
+        let st = Stats::with_secrets(2);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut a = SecretUse::new(st.secret(Some(0))).unwrap();
+        a.forwarded(ip("10.0.0.1"), 0);
+        a.forwarded(ip("10.0.0.1"), 7);
+        let mut b = SecretUse::new(st.secret(Some(0))).unwrap();
+        b.forwarded(ip("::ffff:10.0.0.1"), 7);
+        assert_eq!(st.per_secret[0].counts(), (1, 1));
+        b.forwarded(ip("10.0.0.1"), 9);
+        assert_eq!(st.per_secret[0].counts(), (1, 2));
+        drop(a);
+        assert_eq!(st.per_secret[0].counts(), (1, 1));
+        drop(b);
+        assert_eq!(st.per_secret[0].counts(), (0, 0));
+        assert_eq!(st.per_secret[1].counts(), (0, 0));
+        assert!(SecretUse::new(st.secret(None)).is_none());
     }
 }

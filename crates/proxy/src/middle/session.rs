@@ -123,6 +123,7 @@ pub async fn serve(
     let (mut start, mut end) = (0usize, 0usize);
     let mut req = Vec::new();
     let mut last_activity = tokio::time::Instant::now();
+    let mut tracking = crate::stats::SecretUse::new(stats.secret(acc.secret_index));
 
     let why = 'session: loop {
         // Make room for the next read (the whole frame must fit once its length is known).
@@ -207,6 +208,10 @@ pub async fn serve(
                         break 'session End::Me(CloseCause::MeLost);
                     }
                     Stats::inc(&stats.forwarded_queries);
+                    if let Some(t) = tracking.as_mut() {
+                        let key = u64::from_le_bytes(packet[..8].try_into().expect("packets are >= 28 bytes"));
+                        t.forwarded(peer.ip(), key);
+                    }
                 }
                 if let Err(e) = writer.flush(&mut wr).await {
                     break End::ClientError(e.kind());
