@@ -11,18 +11,23 @@
 //! observer who sees both links can pair them up (the MTProto payload stays encrypted
 //! end to end either way). `--no-fast-mode` turns it off.
 
-use crate::relay::{self, End, Transform};
+use crate::relay::{self, End, Halves, PollReadReady, Transform};
 use crate::stats::Stats;
 use crate::{Shared, Upstream};
 use mtproto_wire::obfs2::{self, Accepted, HEADER_LEN};
 use rand::RngCore;
 use std::net::SocketAddr;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tracing::{debug, warn};
 
-/// Runs one direct-mode session to its end.
-pub async fn serve(shared: &Shared, mut client: TcpStream, peer: SocketAddr, acc: Accepted) {
+/// Runs one direct-mode session to its end. `client` carries the obfuscated2 stream after
+/// the header (plain TCP halves, or the fake-TLS record layer over them).
+pub async fn serve<R, W>(shared: &Shared, client: Halves<R, W>, peer: SocketAddr, acc: Accepted)
+where
+    R: PollReadReady,
+    W: AsyncWrite + Unpin,
+{
     let Upstream::Direct(dcs) = &shared.upstream else {
         return;
     };
@@ -43,7 +48,6 @@ pub async fn serve(shared: &Shared, mut client: TcpStream, peer: SocketAddr, acc
         return;
     };
     let _ = upstream.set_nodelay(true);
-    let _ = client.set_nodelay(true);
 
     let mut random = [0u8; HEADER_LEN];
     let out = loop {
@@ -78,9 +82,13 @@ pub async fn serve(shared: &Shared, mut client: TcpStream, peer: SocketAddr, acc
             encrypt: Some(acc.encrypt),
         }
     };
+    let (ur, uw) = upstream.split();
     let o = relay::relay(
-        &mut client,
-        &mut upstream,
+        client,
+        Halves {
+            read: ur,
+            write: uw,
+        },
         up,
         down,
         shared.idle_timeout,

@@ -193,8 +193,10 @@ pub struct StatsView {
     pub handshakes_ok: [u64; 3],
     pub handshakes_bad: u64,
     pub handshakes_timeout: u64,
-    /// Fake TLS: ClientHellos that failed the check and were forwarded to the mask site,
-    /// and those refused as replays. 0 until fake TLS exists.
+    /// Fake TLS: ClientHellos accepted and rejected, connections forwarded to the mask
+    /// site (rejected hellos and non-TLS input), and hellos refused as replays.
+    pub tls_accepted: u64,
+    pub tls_rejected: u64,
     pub tls_masked: u64,
     pub tls_replayed: u64,
     pub dc_fallbacks: u64,
@@ -289,6 +291,8 @@ impl Default for StatsView {
             handshakes_ok: [0; 3],
             handshakes_bad: 0,
             handshakes_timeout: 0,
+            tls_accepted: 0,
+            tls_rejected: 0,
             tls_masked: 0,
             tls_replayed: 0,
             dc_fallbacks: 0,
@@ -360,6 +364,10 @@ impl StatsView {
         self.outbound_connections_created = self.me_connects;
         self.reloads_ok = g(&s.reloads_ok);
         self.reloads_failed = g(&s.reloads_failed);
+        self.tls_accepted = g(&s.tls_accepted);
+        self.tls_rejected = g(&s.tls_rejected);
+        self.tls_masked = g(&s.tls_masked);
+        self.tls_replayed = g(&s.tls_replayed);
     }
 
     /// Sets `pid`, `current_time`, the CPU seconds (/proc/self/stat) and the memory sizes
@@ -870,9 +878,14 @@ impl Collector for ViewCollector {
             &mut e,
             c,
             "tls_handshakes",
-            "Fake-TLS ClientHellos refused: forwarded to the mask site, or replayed.",
+            "Fake-TLS connections: hellos accepted or rejected, connections masked (spliced to the real site), replays.",
             "result",
-            pairs([("masked", v.tls_masked), ("replayed", v.tls_replayed)]),
+            pairs([
+                ("accepted", v.tls_accepted),
+                ("rejected", v.tls_rejected),
+                ("masked", v.tls_masked),
+                ("replayed", v.tls_replayed),
+            ]),
         )?;
         labelled(
             &mut e,
@@ -1672,6 +1685,8 @@ mod tests {
             handshakes_ok: [7, 8, 9],
             handshakes_bad: 2,
             handshakes_timeout: 1,
+            tls_accepted: 0,
+            tls_rejected: 0,
             tls_masked: 5,
             tls_replayed: 6,
             dc_fallbacks: 4,

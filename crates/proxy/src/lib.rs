@@ -9,14 +9,17 @@ pub mod cli;
 pub mod config;
 pub mod dc;
 pub mod direct;
+pub mod faketls;
 pub mod http_stats;
 pub mod links;
 pub mod listener;
 pub mod logging;
+pub mod mask;
 pub mod middle;
 pub mod relay;
 pub mod session;
 pub mod stats;
+pub mod tls_probe;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -38,6 +41,8 @@ pub struct Shared {
     /// Client secrets in command-line order (empty: no-secret mode).
     pub secrets: Vec<[u8; 16]>,
     pub upstream: Upstream,
+    /// Fake-TLS mode (`-D`): the listening ports accept TLS-wrapped clients only.
+    pub tls: Option<faketls::TlsConf>,
     pub handshake_timeout: Duration,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
@@ -256,13 +261,14 @@ fn stats_view_fn(
 }
 
 fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
-    if !opts.domains.is_empty() {
+    if !opts.domains.is_empty() && opts.secrets.is_empty() {
         return Err((
-            1,
-            "fake TLS (-D) is not supported by this build yet; refusing to start rather than serve \
-             plain obfuscated2 on ports meant to be TLS-only"
-                .into(),
+            2,
+            "You must specify at least one mtproto-secret to use when using TLS-transport".into(),
         ));
+    }
+    if !opts.domains.is_empty() && opts.workers > 0 {
+        warn!("It is recommended to not use workers with TLS-transport");
     }
     let me_mode = opts.config_file.is_some() && !opts.direct;
     if opts.proxy_tag.is_some() && !me_mode {
@@ -346,6 +352,11 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
         warn!("no client port given (-H): the proxy serves no clients");
     }
     let stats_listener = bind_stats_port(&opts)?;
+    let mask = if opts.domains.is_empty() {
+        None
+    } else {
+        Some(mask_targets(&opts)?)
+    };
     let stats = Arc::new(stats::Stats::with_secrets(secrets.len()));
 
     let host = links::public_host(opts.public_host.as_deref(), opts.address);
@@ -377,7 +388,15 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                 .map_or_else(|e| e.to_string(), |a| a.to_string())
         );
         for (i, key) in secrets.iter().enumerate() {
-            for line in links::lines(&host, port, key, i + 1) {
+            let lines = if opts.domains.is_empty() {
+                links::lines(&host, port, key, i + 1)
+            } else {
+                opts.domains
+                    .iter()
+                    .flat_map(|d| links::tls_lines(&host, port, key, d, i + 1))
+                    .collect()
+            };
+            for line in lines {
                 info!("{line}");
             }
         }
@@ -440,9 +459,14 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                 None,
             ),
         };
+        let tls = match mask {
+            None => None,
+            Some(mask) => Some(tls_setup(&opts, mask).await),
+        };
         let shared = Arc::new(Shared {
             secrets,
             upstream,
+            tls,
             handshake_timeout: opts.handshake_timeout,
             idle_timeout: opts.idle_timeout,
             connect_timeout: Duration::from_secs(10),
@@ -461,10 +485,108 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                 }
             }
         }
+        if let (Some(_), Some(target)) = (&shared.tls, probe_target(&shared)) {
+            tokio::spawn(refresh_shape(shared.clone(), target));
+        }
         serve(listeners, shared, reload.map(|(s, m)| (s, m, meta))).await
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
+}
+
+/// Where masked connections go: `--mask-host`, else each `-D` domain's addresses (resolved
+/// once at start-up, like C; a name that does not resolve leaves its connections closed).
+fn mask_targets(opts: &cli::Options) -> Result<faketls::MaskTargets, Fatal> {
+    use std::net::ToSocketAddrs;
+    if let Some((host, port)) = &opts.mask_host {
+        let addrs: Vec<std::net::SocketAddr> = (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_err(|e| (2, format!("--mask-host {host}:{port}: cannot resolve: {e}")))?
+            .collect();
+        return Ok(faketls::MaskTargets {
+            explicit: Some(addrs),
+            domains: Vec::new(),
+        });
+    }
+    let domains = opts
+        .domains
+        .iter()
+        .map(|d| match (d.as_str(), 443).to_socket_addrs() {
+            Ok(a) => a.map(|a| a.ip()).take(1).collect(),
+            Err(e) => {
+                warn!("cannot resolve TLS domain {d}: {e}; connections to be masked to it will be closed");
+                Vec::new()
+            }
+        })
+        .collect();
+    Ok(faketls::MaskTargets {
+        explicit: None,
+        domains,
+    })
+}
+
+fn probe_target(shared: &Shared) -> Option<(std::net::SocketAddr, String)> {
+    let tls = shared.tls.as_ref()?;
+    let addr = *tls.mask.for_domain(0, 443).first()?;
+    Some((addr, tls.domains[0].clone()))
+}
+
+/// Builds the fake-TLS state, probing the site for its reply shape first (C blocks start-up
+/// for up to 5 s the same way).
+async fn tls_setup(opts: &cli::Options, mask: faketls::MaskTargets) -> faketls::TlsConf {
+    let shape = match mask.for_domain(0, 443).first() {
+        Some(addr) => match tls_probe::probe(*addr, &opts.domains[0]).await {
+            Ok(shape) => {
+                info!(
+                    "TLS domain {} ({addr}): first record {} bytes{}, {:?}",
+                    opts.domains[0],
+                    shape.encrypted_size,
+                    if shape.randomised {
+                        " (randomised)"
+                    } else {
+                        ""
+                    },
+                    shape.order
+                );
+                shape
+            }
+            Err(e) => {
+                warn!(
+                    "cannot learn the reply shape of {} at {addr}: {e}; using defaults",
+                    opts.domains[0]
+                );
+                faketls::fallback_shape()
+            }
+        },
+        None => faketls::fallback_shape(),
+    };
+    faketls::TlsConf {
+        domains: opts.domains.clone(),
+        policy: if opts.tls_require_sni {
+            mtproto_wire::tls::SniPolicy::RequireKnown
+        } else {
+            mtproto_wire::tls::SniPolicy::AllowMissing
+        },
+        cache: std::sync::Mutex::new(mtproto_wire::tls::ReplayCache::new(
+            mtproto_wire::tls::ReplayCache::DEFAULT_MAX_ENTRIES,
+        )),
+        shape: std::sync::RwLock::new(shape),
+        mask,
+        record_max: mtproto_wire::tls::MAX_RECORD_PAYLOAD,
+    }
+}
+
+/// Re-probes the site every hour or so (jittered) and keeps the last good shape.
+async fn refresh_shape(shared: Arc<Shared>, (addr, sni): (std::net::SocketAddr, String)) {
+    loop {
+        let jitter = rand::random::<u64>() % 600;
+        tokio::time::sleep(Duration::from_secs(3600 + jitter)).await;
+        let Some(tls) = &shared.tls else { return };
+        match tls_probe::probe(addr, &sni).await {
+            Ok(shape) => *tls.shape.write().expect("shape") = shape,
+            Err(e) => warn!("refreshing the reply shape of {sni}: {e}; keeping the previous one"),
+        }
+    }
 }
 
 /// SIGHUP in ME mode: re-read and validate the config and the proxy secret; apply both only

@@ -5,7 +5,7 @@
 //! IPv4 address of the machine's interfaces (no network request: behind NAT the operator
 //! passes `--public-host`), else 127.0.0.1.
 
-use mtproto_wire::secret::{link, ClientSecret, LinkKind};
+use mtproto_wire::secret::{link, link_with, ClientSecret, LinkKind};
 use std::net::{IpAddr, Ipv4Addr};
 
 /// The host to print in links.
@@ -66,6 +66,23 @@ pub fn lines(host: &str, port: u16, key: &[u8; 16], index: usize) -> Vec<String>
     ]
 }
 
+/// The `ee` (fake TLS) link lines for one secret, domain and port: hex and base64url forms.
+pub fn tls_lines(host: &str, port: u16, key: &[u8; 16], domain: &str, index: usize) -> Vec<String> {
+    let s = ClientSecret::Tls(*key, domain.to_string());
+    let b64 = link_with(LinkKind::TMe, host, port, &s.to_base64url());
+    vec![
+        format!(
+            "secret #{index} ee link ({domain}): {}",
+            link(LinkKind::Tg, host, port, &s)
+        ),
+        format!(
+            "secret #{index} ee link ({domain}): {}",
+            link(LinkKind::TMe, host, port, &s)
+        ),
+        format!("secret #{index} ee link ({domain}, base64url): {b64}"),
+    ]
+}
+
 /// True for an address a client cannot reach (used to warn about useless links).
 pub fn is_local(host: &str) -> bool {
     host.parse::<IpAddr>()
@@ -87,6 +104,13 @@ mod tests {
             public_host(None, Some(Ipv4Addr::new(10, 0, 0, 1))),
             "10.0.0.1"
         );
+    }
+
+    #[test]
+    fn tls_link_lines_in_hex_and_base64url() {
+        let l = tls_lines("1.2.3.4", 443, &[0x11; 16], "example.com", 2);
+        assert!(l[0].ends_with("tg://proxy?server=1.2.3.4&port=443&secret=ee111111111111111111111111111111116578616d706c652e636f6d"));
+        assert!(l[2].ends_with("https://t.me/proxy?server=1.2.3.4&port=443&secret=7hERERERERERERERERERERFleGFtcGxlLmNvbQ"));
     }
 
     #[test]

@@ -17,11 +17,23 @@
 use mtproto_wire::crypto::AesCtr;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{ReadHalf, WriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::tcp::ReadHalf;
 use tokio::time::Instant;
+
+/// A reader that can say "data is waiting" without being handed a buffer, so a relay
+/// direction allocates its buffer only once there is something to read.
+pub trait PollReadReady: AsyncRead + Unpin {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl PollReadReady for ReadHalf<'_> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.as_ref().poll_read_ready(cx)
+    }
+}
 
 /// Size of one direction's buffer.
 pub const BUF_SIZE: usize = 16 * 1024;
@@ -72,20 +84,31 @@ pub struct Outcome {
     pub down: u64,
 }
 
-/// Relays until the session ends. `pending_up` is data already read from the client and
-/// already decrypted-and-re-encrypted, sent to the upstream first.
-pub async fn relay(
-    client: &mut TcpStream,
-    upstream: &mut TcpStream,
+/// The two halves of one side of a session.
+pub struct Halves<R, W> {
+    pub read: R,
+    pub write: W,
+}
+
+/// Relays until the session ends.
+pub async fn relay<CR, CW, UR, UW>(
+    client: Halves<CR, CW>,
+    upstream: Halves<UR, UW>,
     up: Transform,
     down: Transform,
     idle: Duration,
     counters: (&AtomicU64, &AtomicU64),
-) -> Outcome {
+) -> Outcome
+where
+    CR: PollReadReady,
+    CW: AsyncWrite + Unpin,
+    UR: PollReadReady,
+    UW: AsyncWrite + Unpin,
+{
     let start = Instant::now();
     let last = AtomicU64::new(0);
-    let (cr, cw) = client.split();
-    let (ur, uw) = upstream.split();
+    let (cr, cw) = (client.read, client.write);
+    let (ur, uw) = (upstream.read, upstream.write);
     let up_f = pump(cr, uw, up, &last, start, counters.0);
     let down_f = pump(ur, cw, down, &last, start, counters.1);
     tokio::pin!(up_f, down_f);
@@ -119,15 +142,15 @@ pub async fn relay(
 }
 
 async fn pump(
-    mut r: ReadHalf<'_>,
-    mut w: WriteHalf<'_>,
+    mut r: impl PollReadReady,
+    mut w: impl AsyncWrite + Unpin,
     mut t: Transform,
     last: &AtomicU64,
     start: Instant,
     counter: &AtomicU64,
 ) -> io::Result<u64> {
     // Lazy buffer: an idle direction holds none.
-    r.readable().await?;
+    std::future::poll_fn(|cx| r.poll_read_ready(cx)).await?;
     let mut buf = vec![0u8; BUF_SIZE];
     let mut total = 0u64;
     loop {
@@ -138,6 +161,8 @@ async fn pump(
         }
         t.apply(&mut buf[..n]);
         w.write_all(&buf[..n]).await?;
+        // A no-op on a socket; pushes out what a record-layer writer buffered.
+        w.flush().await?;
         total += n as u64;
         counter.fetch_add(n as u64, Relaxed);
         last.store(start.elapsed().as_millis() as u64, Relaxed);

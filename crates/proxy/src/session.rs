@@ -1,26 +1,39 @@
-//! One client connection from accept to close: read the obfuscated2 header before the
-//! handshake deadline, find the secret, then hand the session to the upstream.
+//! One client connection from accept to close: the first bytes before the handshake
+//! deadline decide what it is, then the session is handed to its upstream.
 //!
-//! Bad input never gets an answer (spec client.md §6): 64 bytes that no secret accepts put
-//! the connection in "skip mode", where everything it sends is read and thrown away and
-//! nothing is sent, like C; unlike C, the connection is closed at the handshake deadline so
-//! probes and scanners cannot pin sockets for ever. A client that is too slow to send its
-//! header is closed at the same deadline.
+//! - Without `-D`: the 64-byte obfuscated2 header; a header no secret accepts puts the
+//!   connection in "skip mode", where everything it sends is read and thrown away and
+//!   nothing is sent, like C; unlike C, it is closed at the handshake deadline so probes
+//!   cannot pin sockets for ever. A client too slow to send its header is closed then too.
+//! - With `-D` (fake TLS only, as C): a valid, fresh, authenticated ClientHello gets the
+//!   fake ServerHello and its session runs inside TLS records; anything else is spliced to
+//!   the real site (`mask.rs`) with the bytes already received.
 
-use crate::direct;
+use crate::faketls::{TlsConf, TlsReader, TlsWriter};
+use crate::relay::{Halves, PollReadReady};
 use crate::stats::Stats;
+use crate::{direct, mask};
 use crate::{Shared, Upstream};
-use mtproto_wire::obfs2::{self, Tag, HEADER_LEN};
+use mtproto_wire::obfs2::{self, Accepted, Tag, HEADER_LEN};
+use mtproto_wire::tls::{self, Detect, HelloVerdict, RecordReader, RejectReason};
+use rand::RngCore;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
 /// Serves one accepted client connection to its end.
-pub async fn handle(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr) {
+pub async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let deadline = Instant::now() + shared.handshake_timeout;
+    match &shared.tls {
+        Some(tls) => fake_tls(&shared, tls, client, peer, deadline).await,
+        None => obfuscated2(&shared, client, peer, deadline).await,
+    }
+}
+
+async fn obfuscated2(shared: &Shared, mut client: TcpStream, peer: SocketAddr, deadline: Instant) {
     let mut header = [0u8; HEADER_LEN];
     match timeout_at(deadline, client.read_exact(&mut header)).await {
         Ok(Ok(_)) => {}
@@ -43,20 +56,40 @@ pub async fn handle(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr
         skip_until(&mut client, deadline).await;
         return;
     };
-    let tag_index = match accepted.tag {
+    count_accepted(shared, peer, &accepted);
+    let local = client.local_addr().unwrap_or(peer);
+    let (r, w) = client.split();
+    route(shared, Halves { read: r, write: w }, peer, local, accepted).await;
+}
+
+fn count_accepted(shared: &Shared, peer: SocketAddr, a: &Accepted) {
+    let i = match a.tag {
         Tag::Abridged => 0,
         Tag::Intermediate => 1,
         Tag::Padded => 2,
     };
-    Stats::inc(&shared.stats.handshakes_ok[tag_index]);
+    Stats::inc(&shared.stats.handshakes_ok[i]);
     debug!(
         "{peer}: accepted {} dc {} secret #{}",
-        accepted.tag.name(),
-        accepted.dc,
-        accepted.secret_index.map_or(0, |i| i + 1)
+        a.tag.name(),
+        a.dc,
+        a.secret_index.map_or(0, |i| i + 1)
     );
+}
+
+/// Hands an accepted session to its upstream.
+pub async fn route<R, W>(
+    shared: &Shared,
+    client: Halves<R, W>,
+    peer: SocketAddr,
+    local: SocketAddr,
+    acc: Accepted,
+) where
+    R: PollReadReady,
+    W: AsyncWrite + Unpin,
+{
     match &shared.upstream {
-        Upstream::Direct(_) => direct::serve(&shared, client, peer, accepted).await,
+        Upstream::Direct(_) => direct::serve(shared, client, peer, acc).await,
         Upstream::Middle(mid) => {
             crate::middle::session::serve(
                 mid,
@@ -64,10 +97,212 @@ pub async fn handle(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr
                 shared.idle_timeout,
                 client,
                 peer,
-                accepted,
+                local,
+                acc,
             )
             .await
         }
+    }
+}
+
+/// Reads more into `buf` before the deadline; false on close, error or deadline.
+async fn read_more(client: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> bool {
+    let mut chunk = [0u8; 4096];
+    match timeout_at(deadline, client.read(&mut chunk)).await {
+        Ok(Ok(n)) if n > 0 => {
+            buf.extend_from_slice(&chunk[..n]);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+async fn fake_tls(
+    shared: &Shared,
+    tls_conf: &TlsConf,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) {
+    let local = client.local_addr().unwrap_or(peer);
+    let default_site = tls_conf.mask.for_domain(0, local.port());
+    let mut buf = Vec::with_capacity(1024);
+    // Up to 9 bytes decide whether this is a ClientHello at all (C waits for 9 too).
+    let need = loop {
+        match tls::detect(&buf) {
+            Detect::Hello { need } if buf.len() >= tls::DETECT_BYTES => break need,
+            Detect::NotTls if buf.len() >= tls::DETECT_BYTES => {
+                debug!("{peer}: not a TLS ClientHello on a fake-TLS port: masking");
+                return mask::splice(
+                    client,
+                    peer,
+                    &buf,
+                    &default_site,
+                    shared.idle_timeout,
+                    &shared.stats,
+                )
+                .await;
+            }
+            _ => {}
+        }
+        if !read_more(&mut client, &mut buf, deadline).await {
+            return deadline_or_close(shared, client, peer, &buf, &default_site, deadline).await;
+        }
+    };
+    while buf.len() < need {
+        if !read_more(&mut client, &mut buf, deadline).await {
+            return deadline_or_close(shared, client, peer, &buf, &default_site, deadline).await;
+        }
+    }
+    let verdict = {
+        let mut cache = tls_conf.cache.lock().expect("replay cache");
+        tls::check_client_hello(
+            &buf[..need],
+            buf.len() - need,
+            &shared.secrets,
+            &tls_conf.domains,
+            unix_now(),
+            &mut cache,
+            tls_conf.policy,
+            local.port() == 80,
+        )
+    };
+    let (secret_index, cipher, session_id, client_random) = match verdict {
+        HelloVerdict::Accept {
+            secret_index,
+            cipher,
+            session_id,
+            client_random,
+            ..
+        } => (secret_index, cipher, session_id, client_random),
+        HelloVerdict::Reject { reason, forward_to } => {
+            Stats::inc(&shared.stats.tls_rejected);
+            if reason == RejectReason::Replay {
+                Stats::inc(&shared.stats.tls_replayed);
+            }
+            debug!("{peer}: ClientHello rejected ({}): masking", reason.name());
+            let site = tls_conf.mask.for_domain(forward_to.index(), local.port());
+            return mask::splice(
+                client,
+                peer,
+                &buf,
+                &site,
+                shared.idle_timeout,
+                &shared.stats,
+            )
+            .await;
+        }
+    };
+    Stats::inc(&shared.stats.tls_accepted);
+
+    // The fake first flight, sized like the real site's.
+    let shape = tls_conf.shape();
+    let size = shape.pick_size(rand::random());
+    let mut key_share = [0u8; 32];
+    let mut app_data = vec![0u8; size];
+    rand::thread_rng().fill_bytes(&mut key_share);
+    rand::thread_rng().fill_bytes(&mut app_data);
+    let reply = tls::build_server_hello(
+        &shared.secrets[secret_index],
+        &client_random,
+        &session_id,
+        cipher,
+        &key_share,
+        &app_data,
+        shape.order,
+    );
+    if client.write_all(&reply).await.is_err() {
+        return;
+    }
+
+    // The obfuscated2 header is the first 64 bytes of application data.
+    let mut records = RecordReader::new();
+    let mut plain = Vec::new();
+    let mut raw = buf.split_off(need);
+    if let Err(e) = records.feed(&raw, &mut plain) {
+        debug!("{peer}: bad TLS record after the hello: {e}");
+        return;
+    }
+    while plain.len() < HEADER_LEN {
+        let before = raw.len();
+        if !read_more(&mut client, &mut raw, deadline).await {
+            if Instant::now() >= deadline {
+                Stats::inc(&shared.stats.handshakes_timeout);
+            }
+            return;
+        }
+        if let Err(e) = records.feed(&raw[before..], &mut plain) {
+            debug!("{peer}: bad TLS record after the hello: {e}");
+            return;
+        }
+    }
+    let header: [u8; HEADER_LEN] = plain[..HEADER_LEN].try_into().expect("64 bytes");
+    let accepted = match obfs2::accept(&header, &shared.secrets) {
+        Some(a) if a.tag == Tag::Padded => a,
+        Some(a) => {
+            // C: "Expected random padding mode", forwarded to the default domain.
+            debug!(
+                "{peer}: {} inside fake TLS (only padded is allowed): masking",
+                a.tag.name()
+            );
+            Stats::inc(&shared.stats.handshakes_bad);
+            return mask::splice(
+                client,
+                peer,
+                &raw,
+                &default_site,
+                shared.idle_timeout,
+                &shared.stats,
+            )
+            .await;
+        }
+        None => {
+            Stats::inc(&shared.stats.handshakes_bad);
+            debug!(
+                "{peer}: no secret matches the header inside TLS; discarding until the deadline"
+            );
+            skip_until(&mut client, deadline).await;
+            return;
+        }
+    };
+    count_accepted(shared, peer, &accepted);
+    let pending = plain.split_off(HEADER_LEN);
+    let (r, w) = client.split();
+    let reader = TlsReader::new(r, records, pending);
+    let writer = TlsWriter::new(w, tls_conf.record_max);
+    route(
+        shared,
+        Halves {
+            read: reader,
+            write: writer,
+        },
+        peer,
+        local,
+        accepted,
+    )
+    .await;
+}
+
+/// Too few bytes by the deadline: C forwards to the default domain at its 10-s timer; a
+/// connection the client closed is simply over.
+async fn deadline_or_close(
+    shared: &Shared,
+    client: TcpStream,
+    peer: SocketAddr,
+    buf: &[u8],
+    site: &[SocketAddr],
+    deadline: Instant,
+) {
+    if Instant::now() >= deadline {
+        Stats::inc(&shared.stats.handshakes_timeout);
+        debug!("{peer}: incomplete first bytes at the deadline: masking");
+        mask::splice(client, peer, buf, site, shared.idle_timeout, &shared.stats).await;
     }
 }
 

@@ -49,6 +49,14 @@ pub struct Stats {
     /// ME connections that completed the handshake, and dial/handshake failures.
     pub me_connects: AtomicU64,
     pub me_connect_failed: AtomicU64,
+    /// Fake TLS: hellos accepted, rejected (any reason), replays among them, connections
+    /// spliced to the real site, and the bytes moved for masked connections.
+    pub tls_accepted: AtomicU64,
+    pub tls_rejected: AtomicU64,
+    pub tls_replayed: AtomicU64,
+    pub tls_masked: AtomicU64,
+    pub mask_bytes_up: AtomicU64,
+    pub mask_bytes_down: AtomicU64,
     /// SIGHUP reloads applied and refused.
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,

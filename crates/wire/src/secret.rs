@@ -148,6 +148,11 @@ pub enum LinkKind {
 /// Builds a proxy link. The host is percent-encoded (an IPv6 literal's `:` and brackets);
 /// the secret is written in hex (plain, `dd`) or hex as well for `ee` (both forms decode).
 pub fn link(kind: LinkKind, host: &str, port: u16, secret: &ClientSecret) -> String {
+    link_with(kind, host, port, &secret.to_hex())
+}
+
+/// A link carrying `secret_text` as given (e.g. [`ClientSecret::to_base64url`]).
+pub fn link_with(kind: LinkKind, host: &str, port: u16, secret_text: &str) -> String {
     let base = match kind {
         LinkKind::Tg => "tg://proxy",
         LinkKind::TMe => "https://t.me/proxy",
@@ -155,7 +160,7 @@ pub fn link(kind: LinkKind, host: &str, port: u16, secret: &ClientSecret) -> Str
     format!(
         "{base}?server={}&port={port}&secret={}",
         url_encode(host),
-        secret.to_hex()
+        url_encode(secret_text)
     )
 }
 

@@ -12,7 +12,7 @@
 //! * `-p` rejects ports above 65535 (the C does not check), exit 2;
 //! * every error message names the option and the offending value;
 //! * extension options (`--direct`, `--dc-override`, `--handshake-timeout`, `--idle-timeout`,
-//!   `--public-host`, `--no-fast-mode`) exist; they must be spelled in full (they never take part in prefix
+//!   `--public-host`, `--no-fast-mode`, `--mask-host`, `--tls-require-sni`) exist; they must be spelled in full (they never take part in prefix
 //!   abbreviation, so abbreviations resolve exactly as in the C).
 
 use std::ffi::{OsStr, OsString};
@@ -165,6 +165,12 @@ pub struct Options {
     pub public_host: Option<String>,
     /// Extension `--no-fast-mode`: always re-encrypt the download direction in direct mode.
     pub no_fast_mode: bool,
+    /// Extension `--mask-host HOST:PORT`: where fake-TLS connections that fail the checks
+    /// are spliced to (and what the start-up probe asks); default: the `-D` domain, port 443.
+    pub mask_host: Option<(String, u16)>,
+    /// Extension `--tls-require-sni`: refuse fake-TLS hellos without SNI, as C does (by
+    /// default they are accepted: iOS clients send none).
+    pub tls_require_sni: bool,
     /// Long names of every option that appeared, in order, duplicates included.
     pub given: Vec<&'static str>,
 }
@@ -212,6 +218,8 @@ impl Default for Options {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             public_host: None,
             no_fast_mode: false,
+            mask_host: None,
+            tls_require_sni: false,
             given: Vec::new(),
         }
     }
@@ -346,6 +354,8 @@ enum Id {
     IdleTimeout,
     PublicHost,
     NoFastMode,
+    MaskHost,
+    TlsRequireSni,
 }
 
 struct OptDef {
@@ -638,6 +648,18 @@ const OPTIONS: &[OptDef] = &[
         "no-fast-mode",
         Arg::No,
         "in direct mode, re-encrypt downloads instead of passing them through (hides the link between the client and DC sides)",
+    ),
+    ext(
+        Id::MaskHost,
+        "mask-host",
+        Arg::Required,
+        "<host>:<port> where fake-TLS connections that fail the checks are forwarded, and what the start-up probe asks (default: the first -D domain, port 443)",
+    ),
+    ext(
+        Id::TlsRequireSni,
+        "tls-require-sni",
+        Arg::No,
+        "refuse fake-TLS hellos without SNI like C (default: accept them, iOS clients send none)",
     ),
 ];
 
@@ -1006,6 +1028,15 @@ impl Parser {
             }
             Id::Direct => self.opts.direct = true,
             Id::NoFastMode => self.opts.no_fast_mode = true,
+            Id::TlsRequireSni => self.opts.tls_require_sni = true,
+            Id::MaskHost => {
+                let o = parse_dc_override(&format!("1:{v}")).map_err(|e| {
+                    self.usage1(format!(
+                        "invalid --mask-host value '{v}': {e} (expected <host>:<port>, e.g. 127.0.0.1:8443 or [::1]:443)"
+                    ))
+                })?;
+                self.opts.mask_host = Some((o.host, o.port));
+            }
             Id::DcOverride => {
                 let o = parse_dc_override(&v).map_err(|e| {
                     self.usage1(format!(

@@ -1032,6 +1032,8 @@ fn usage_text_matches_c() {
         "--idle-timeout <arg>",
         "--public-host <arg>",
         "--no-fast-mode ",
+        "--mask-host <arg>",
+        "--tls-require-sni ",
     ];
     assert_eq!(ext_lines.len(), names.len());
     for (line, name) in ext_lines.iter().zip(names) {

@@ -11,6 +11,7 @@
 
 use super::conn::{CloseCause, MeConn, SessionLink, ToClient};
 use super::Middle;
+use crate::relay::Halves;
 use crate::stats::Stats;
 use mtproto_wire::crypto::AesCtr;
 use mtproto_wire::obfs2::{Accepted, Tag};
@@ -21,8 +22,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
@@ -72,6 +72,7 @@ impl ClientWriter {
     async fn flush(&mut self, w: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<()> {
         if !self.out.is_empty() {
             w.write_all(&self.out).await?;
+            w.flush().await?;
             self.out.clear();
             if self.out.capacity() > 256 * 1024 {
                 self.out.shrink_to(16 * 1024);
@@ -93,20 +94,23 @@ enum End {
     Idle,
 }
 
-/// Serves one accepted client in ME mode until it ends.
-pub async fn serve(
+/// Serves one accepted client in ME mode until it ends. `client` carries the obfuscated2
+/// stream after the header; `local` is the address the client connected to.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<R, W>(
     mid: &Middle,
     stats: &Stats,
     idle: Duration,
-    client: TcpStream,
+    client: Halves<R, W>,
     peer: SocketAddr,
+    local: SocketAddr,
     acc: Accepted,
-) {
-    let local = client
-        .local_addr()
-        .map(|a| SocketAddr::new(mid.ident_nat(a.ip()), a.port()))
-        .unwrap_or(peer);
-    let (mut rd, mut wr) = client.into_split();
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let local = SocketAddr::new(mid.ident_nat(local.ip()), local.port());
+    let (mut rd, mut wr) = (client.read, client.write);
     let tag = acc.tag;
     let mut dec = acc.decrypt;
     let mut writer = ClientWriter {

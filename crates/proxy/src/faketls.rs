@@ -1,0 +1,219 @@
+//! Fake TLS (`-D domain`, `ee` secrets) on the proxy side: the handshake that makes a
+//! connection look like TLS 1.3 to the real site, the record layer that carries the
+//! obfuscated2 stream afterwards, and the configuration both need (spec client.md §5).
+//!
+//! The checks themselves are sans-I/O in `mtproto_wire::tls`; this module does the reading
+//! and writing around them. What happens to a connection that fails a check is `mask.rs`.
+//!
+//! [`TlsReader`] / [`TlsWriter`] wrap the two halves of the client socket so the direct and
+//! middle-proxy sessions run unchanged over TLS records.
+
+use crate::relay::PollReadReady;
+use mtproto_wire::tls::{ExtensionOrder, RecordReader, ReplayCache, ReplyShape, SniPolicy};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Mutex, RwLock};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Where connections that fail the checks are spliced to.
+#[derive(Debug, Clone)]
+pub struct MaskTargets {
+    /// `--mask-host`: every masked connection goes here.
+    pub explicit: Option<Vec<SocketAddr>>,
+    /// Per `-D` domain (same order): the domain's addresses, port 443 (or 80, see
+    /// [`MaskTargets::for_domain`]). Empty when the name did not resolve at start-up: such
+    /// connections are closed instead, as C does.
+    pub domains: Vec<Vec<std::net::IpAddr>>,
+}
+
+impl MaskTargets {
+    /// Addresses for domain `index`; the client came in on `local_port` (80 → port 80).
+    pub fn for_domain(&self, index: usize, local_port: u16) -> Vec<SocketAddr> {
+        if let Some(e) = &self.explicit {
+            return e.clone();
+        }
+        let port = if local_port == 80 { 80 } else { 443 };
+        self.domains.get(index).map_or_else(Vec::new, |ips| {
+            ips.iter().map(|ip| SocketAddr::new(*ip, port)).collect()
+        })
+    }
+}
+
+/// Everything fake-TLS sessions share.
+#[derive(Debug)]
+pub struct TlsConf {
+    /// `-D` domains; the first is the default.
+    pub domains: Vec<String>,
+    pub policy: SniPolicy,
+    pub cache: Mutex<ReplayCache>,
+    /// How the real site's first flight looks (refreshed by the probe task).
+    pub shape: RwLock<ReplyShape>,
+    pub mask: MaskTargets,
+    /// Largest record we send (TDLib accepts up to 16384).
+    pub record_max: usize,
+}
+
+impl TlsConf {
+    /// The shape to answer with right now.
+    pub fn shape(&self) -> ReplyShape {
+        *self.shape.read().expect("shape")
+    }
+}
+
+/// The default shape until the probe answered: C's fallback (2500..3619 bytes, randomised).
+pub fn fallback_shape() -> ReplyShape {
+    ReplyShape::fallback(rand::random())
+}
+
+/// Normal extension order unless told otherwise.
+pub fn default_order() -> ExtensionOrder {
+    ExtensionOrder::KeyShareFirst
+}
+
+/// Reads the obfuscated2 stream out of TLS application-data records.
+pub struct TlsReader<R> {
+    inner: R,
+    records: RecordReader,
+    /// Decoded payload not yet handed out.
+    pending: Vec<u8>,
+    pos: usize,
+    raw: Box<[u8]>,
+}
+
+impl<R> TlsReader<R> {
+    /// `records` continues the stream the handshake started; `pending` is payload already
+    /// decoded (what followed the obfuscated2 header in the first records).
+    pub fn new(inner: R, records: RecordReader, pending: Vec<u8>) -> Self {
+        TlsReader {
+            inner,
+            records,
+            pending,
+            pos: 0,
+            raw: vec![0u8; 16 * 1024].into_boxed_slice(),
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        loop {
+            if this.pos < this.pending.len() {
+                let n = (this.pending.len() - this.pos).min(buf.remaining());
+                buf.put_slice(&this.pending[this.pos..this.pos + n]);
+                this.pos += n;
+                if this.pos == this.pending.len() {
+                    this.pending.clear();
+                    this.pos = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+            let mut rb = ReadBuf::new(&mut this.raw);
+            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(())) => {
+                    let n = rb.filled().len();
+                    if n == 0 {
+                        // EOF: a record cut in the middle is the peer's problem; end of stream.
+                        return Poll::Ready(Ok(()));
+                    }
+                    let filled = &this.raw[..n];
+                    if let Err(e) = this.records.feed(filled, &mut this.pending) {
+                        return Poll::Ready(Err(io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            e.to_string(),
+                        )));
+                    }
+                    // Only record headers so far: read again rather than report EOF.
+                }
+            }
+        }
+    }
+}
+
+impl<R: PollReadReady> PollReadReady for TlsReader<R> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.pos < self.pending.len() {
+            return Poll::Ready(Ok(()));
+        }
+        self.inner.poll_read_ready(cx)
+    }
+}
+
+/// Wraps what the session writes in application-data records of at most `max` bytes.
+pub struct TlsWriter<W> {
+    inner: W,
+    max: usize,
+    out: Vec<u8>,
+    sent: usize,
+}
+
+impl<W> TlsWriter<W> {
+    pub fn new(inner: W, max: usize) -> Self {
+        TlsWriter {
+            inner,
+            max,
+            out: Vec::new(),
+            sent: 0,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin> TlsWriter<W> {
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while self.sent < self.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.out[self.sent..]) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => self.sent += n,
+            }
+        }
+        self.out.clear();
+        self.sent = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for TlsWriter<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match this.poll_drain(cx) {
+            Poll::Ready(Ok(())) => {}
+            other => return other.map(|r| r.map(|_| 0)),
+        }
+        // Accept up to four records' worth per call; they are written out by the next
+        // drain (poll_write or poll_flush).
+        let take = buf.len().min(this.max * 4);
+        mtproto_wire::tls::write_records(&buf[..take], this.max, &mut this.out);
+        let _ = this.poll_drain(cx);
+        Poll::Ready(Ok(take))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match this.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match this.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
+    }
+}
