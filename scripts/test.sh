@@ -51,3 +51,4 @@ step "interop with the fake ME verified against C ($SHARED/interop)"
 BIN="$TARGET/release/mtproto-proxy"
 isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN"
 isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --secret-file-mode
+isolated "$VENV/bin/python" "$SHARED/interop/run_e2e.py" --proxy-bin "$BIN" --tls
