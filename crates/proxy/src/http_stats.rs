@@ -62,7 +62,8 @@
 //! | `tcp_readv_calls`, `tcp_readv_intr`, `tcp_writev_calls`, `tcp_writev_intr` | 0 |
 //! | `accept_calls_failed` | `accept_failed` |
 //! | `accept_connection_limit_failed` | `accept_connection_limit_failed` |
-//! | `accept_nonblock_set_failed`, `accept_rate_limit_failed`, `accept_init_accepted_failed` | 0 |
+//! | `accept_rate_limit_failed` | `accept_rate_limit_failed` |
+//! | `accept_nonblock_set_failed`, `accept_init_accepted_failed` | 0 |
 //! | `total_accept_connections_failed` | `0 accept_failed accept_connection_limit_failed 0 0` (C's order: init, calls, limit, rate, nonblock) |
 //! | `raw_msg`, `raw_msg_buffer`, `mp_queue`, `timers`, `rpc_targets` sections; `total_network_buffer*` | 0 (no engine buffers, queues or timers; limits print 0 = none) |
 //! | `rpc_sent_queries` | `forwarded_queries` (RPC_PROXY_REQ sent) |
@@ -207,6 +208,8 @@ pub struct StatsView {
     pub idle_closed: u64,
     /// `accept()` errors on the client ports.
     pub accept_failed: u64,
+    /// Connections closed at once for `--max-accept-rate` (C `accept_rate_limit_failed`).
+    pub accept_rate_limit_failed: u64,
     /// Connections refused because `-c`/`-C` was reached.
     pub accept_connection_limit_failed: u64,
 
@@ -301,6 +304,7 @@ impl Default for StatsView {
             bytes_down: 0,
             idle_closed: 0,
             accept_failed: 0,
+            accept_rate_limit_failed: 0,
             accept_connection_limit_failed: 0,
             outbound_connections: 0,
             outbound_connections_created: 0,
@@ -364,6 +368,8 @@ impl StatsView {
         self.outbound_connections_created = self.me_connects;
         self.reloads_ok = g(&s.reloads_ok);
         self.reloads_failed = g(&s.reloads_failed);
+        self.accept_connection_limit_failed = g(&s.accept_limit_refused);
+        self.accept_rate_limit_failed = g(&s.accept_rate_refused);
         self.tls_accepted = g(&s.tls_accepted);
         self.tls_rejected = g(&s.tls_rejected);
         self.tls_masked = g(&s.tls_masked);
@@ -563,7 +569,7 @@ pub fn render_stats(v: &StatsView) -> String {
         "accept_connection_limit_failed",
         v.accept_connection_limit_failed,
     );
-    b.kv("accept_rate_limit_failed", 0);
+    b.kv("accept_rate_limit_failed", v.accept_rate_limit_failed);
     b.kv("accept_init_accepted_failed", 0);
     b.end("connections");
 
@@ -739,8 +745,8 @@ pub fn render_stats(v: &StatsView) -> String {
     b.kv(
         "total_accept_connections_failed",
         format_args!(
-            "0 {} {} 0 0",
-            v.accept_failed, v.accept_connection_limit_failed
+            "0 {} {} {} 0",
+            v.accept_failed, v.accept_connection_limit_failed, v.accept_rate_limit_failed
         ),
     );
     b.kv("ext_connections", v.ext_connections);
@@ -1694,6 +1700,7 @@ mod tests {
             bytes_up: 1000,
             bytes_down: 5000,
             idle_closed: 3,
+            accept_rate_limit_failed: 13,
             accept_failed: 11,
             accept_connection_limit_failed: 12,
             outbound_connections: 8,
@@ -1826,7 +1833,7 @@ mod tests {
             ("dropped_simple_acks", "16"),
             ("total_special_connections", "3"),
             ("total_max_special_connections", "9000"),
-            ("total_accept_connections_failed", "0 11 12 0 0"),
+            ("total_accept_connections_failed", "0 11 12 13 0"),
             ("ext_connections", "2"),
             ("ext_connections_created", "17"),
             ("connections_failed_flood", "18"),

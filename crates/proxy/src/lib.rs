@@ -16,6 +16,7 @@ pub mod listener;
 pub mod logging;
 pub mod mask;
 pub mod middle;
+pub mod process;
 pub mod relay;
 pub mod session;
 pub mod stats;
@@ -48,26 +49,18 @@ pub struct Shared {
     pub connect_timeout: Duration,
     /// Direct mode's download direction is passed through without crypto.
     pub fast_mode: bool,
+    /// Client connections served at once (`-C`, else `-c`, within the fd limit).
+    pub max_clients: u64,
+    /// `--max-accept-rate`.
+    pub accept_rate: Option<listener::AcceptRate>,
+    /// `-W` (C's default 131072 without `-D`, none with it).
+    pub window_clamp: Option<u32>,
     pub stats: Arc<stats::Stats>,
 }
 
 /// Options accepted for compatibility whose feature is not in this build yet, and
 /// options that C itself ignores. Logged at start-up so nothing is dropped silently.
-const NOT_YET: &[&str] = &[
-    "user",
-    "log",
-    "daemonize",
-    "nice",
-    "msg-buffers-size",
-    "connections",
-    "disable-tcp",
-    "allow-skip-dh",
-    "max-accept-rate",
-    "max-dh-accept-rate",
-    "max-special-connections",
-    "window-clamp",
-    "slaves",
-];
+const NOT_YET: &[&str] = &["slaves"];
 const NO_EFFECT_IN_C: &[&str] = &[
     "crc32c",
     "force-dh",
@@ -76,6 +69,11 @@ const NO_EFFECT_IN_C: &[&str] = &[
     "multithread",
     "tcp-cpu-threads",
     "tcp-iothreads",
+    // No DH and no RPC server port here: C's effects do not apply.
+    "allow-skip-dh",
+    "max-dh-accept-rate",
+    // Buffers are per connection and bounded by design; there is no global pool to size.
+    "msg-buffers-size",
 ];
 /// Options that only matter in middle-proxy mode.
 const ME_ONLY: &[&str] = &["aes-pwd", "nat-info", "ping-interval"];
@@ -90,6 +88,14 @@ pub fn version() -> String {
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(opts: cli::Options) -> ExitCode {
+    if opts.daemonize {
+        process::daemonize(opts.log_file.as_deref());
+    } else if let Some(path) = &opts.log_file {
+        if let Err(e) = process::reopen_log(Some(path)) {
+            eprintln!("cannot open log file {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
     logging::init(opts.verbosity);
     info!("Invoking engine {}", version());
     match start(opts) {
@@ -351,12 +357,42 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     if listeners.is_empty() {
         warn!("no client port given (-H): the proxy serves no clients");
     }
-    let stats_listener = bind_stats_port(&opts)?;
+    let stats_listener = if opts.disable_tcp {
+        None
+    } else {
+        bind_stats_port(&opts)?
+    };
     let mask = if opts.domains.is_empty() {
         None
     } else {
         Some(mask_targets(&opts)?)
     };
+    // Window clamp on the listening sockets (C: 131072 by default without -D).
+    let window_clamp = opts
+        .window_clamp
+        .or(if opts.domains.is_empty() {
+            Some(131_072)
+        } else {
+            None
+        })
+        .filter(|c| *c > 0);
+    if let Some(c) = window_clamp {
+        for l in &listeners {
+            listener::set_window_clamp(l, c);
+        }
+    }
+    let connections = process::raise_fd_limit(u64::from(opts.connections));
+    let max_clients = opts
+        .max_special_connections
+        .map_or(connections, |c| u64::from(c).min(connections).max(1));
+    if let Some(n) = opts.nice {
+        process::set_nice(n);
+    }
+    // Everything privileged is done: ports bound, config and secrets read.
+    process::drop_privileges(opts.user.as_deref()).map_err(|e| {
+        eprintln!("{e}");
+        (1, String::new())
+    })?;
     let stats = Arc::new(stats::Stats::with_secrets(secrets.len()));
 
     let host = links::public_host(opts.public_host.as_deref(), opts.address);
@@ -471,6 +507,10 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
             idle_timeout: opts.idle_timeout,
             connect_timeout: Duration::from_secs(10),
             fast_mode: !opts.no_fast_mode,
+            max_clients,
+            accept_rate: (opts.max_accept_rate > 0)
+                .then(|| listener::AcceptRate::new(opts.max_accept_rate)),
+            window_clamp,
             stats,
         });
         if let Some(l) = stats_listener {
@@ -488,7 +528,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
         if let (Some(_), Some(target)) = (&shared.tls, probe_target(&shared)) {
             tokio::spawn(refresh_shape(shared.clone(), target));
         }
-        serve(listeners, shared, reload.map(|(s, m)| (s, m, meta))).await
+        serve(listeners, shared, reload.map(|(s, m)| (s, m, meta)), &opts).await
     });
     rt.shutdown_timeout(Duration::from_millis(100));
     Ok(code)
@@ -632,6 +672,7 @@ async fn serve(
         Arc<middle::Middle>,
         Arc<std::sync::RwLock<ConfigMeta>>,
     )>,
+    opts: &cli::Options,
 ) -> ExitCode {
     use tokio::signal::unix::{signal, SignalKind};
     let mut tasks = Vec::new();
@@ -665,11 +706,48 @@ async fn serve(
                 }
                 None => info!("received signal 01 (SIGHUP): nothing to reload in direct mode"),
             },
-            _ = usr1.recv() => info!("received signal 10 (SIGUSR1): log reopening is not supported yet"),
+            _ = usr1.recv() => {
+                match process::reopen_log(opts.log_file.as_deref()) {
+                    Ok(()) => info!("received signal 10 (SIGUSR1): logs reopened"),
+                    Err(e) => warn!("received signal 10 (SIGUSR1): cannot reopen the log: {e}"),
+                }
+            }
         }
     };
+    // Stop accepting (the listening sockets close with their tasks), then let open sessions
+    // finish for up to the drain timeout; a second signal ends the process at once (C).
     for t in tasks {
         t.abort();
+    }
+    let open = shared
+        .stats
+        .active
+        .load(std::sync::atomic::Ordering::Relaxed);
+    info!(
+        "{name} handled: stopped accepting; draining {open} session(s) for up to {:?}",
+        opts.drain_timeout
+    );
+    let drained = async {
+        while shared
+            .stats
+            .active
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::timeout(opts.drain_timeout, drained) => {}
+        _ = term.recv() => { warn!("SIGTERM handled immediately."); return ExitCode::from(1); }
+        _ = int.recv() => { warn!("SIGINT handled immediately."); return ExitCode::from(1); }
+    }
+    let left = shared
+        .stats
+        .active
+        .load(std::sync::atomic::Ordering::Relaxed);
+    if left > 0 {
+        warn!("drain timeout: closing {left} session(s)");
     }
     info!("Terminated by {name}.");
     ExitCode::SUCCESS

@@ -41,8 +41,58 @@ pub fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener>
     Ok(s.into())
 }
 
-/// Accepts until the task is dropped; each connection gets its own task.
+/// `-W`: TCP_WINDOW_CLAMP on a socket (C sets it on listening and accepted sockets).
+pub fn set_window_clamp(fd: &impl std::os::fd::AsRawFd, clamp: u32) {
+    let v = clamp as libc::c_int;
+    // SAFETY: setsockopt with a valid fd and a pointer to a c_int of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_WINDOW_CLAMP,
+            (&v as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// `--max-accept-rate`: a token bucket over all listening sockets of the process.
+#[derive(Debug)]
+pub struct AcceptRate {
+    per_sec: f64,
+    state: std::sync::Mutex<(f64, std::time::Instant)>,
+}
+
+impl AcceptRate {
+    pub fn new(per_sec: u32) -> Self {
+        AcceptRate {
+            per_sec: per_sec as f64,
+            state: std::sync::Mutex::new((per_sec as f64, std::time::Instant::now())),
+        }
+    }
+
+    /// Takes one token; false when the rate is exceeded.
+    pub fn allow(&self) -> bool {
+        let mut st = self.state.lock().expect("rate");
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(st.1).as_secs_f64() * self.per_sec;
+        st.0 = (st.0 + refill).min(self.per_sec.max(1.0));
+        st.1 = now;
+        if st.0 >= 1.0 {
+            st.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Accepts until the task is dropped; each connection gets its own task. Over the `-C`/`-c`
+/// cap or the accept rate a connection is accepted and closed at once (a clean refusal
+/// instead of a hang in the backlog), and counted.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut warned_at = 0u64;
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
@@ -53,7 +103,36 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         };
+        let active = shared.stats.active.load(Relaxed);
+        if active >= shared.max_clients {
+            Stats::inc(&shared.stats.accept_limit_refused);
+            debug!(
+                "refusing {peer}: {active} client connections, the cap is {}",
+                shared.max_clients
+            );
+            drop(stream);
+            continue;
+        }
+        if active * 10 >= shared.max_clients * 9 && active > warned_at {
+            warned_at = active;
+            warn!(
+                "CRITICAL: used {active} user connections out of {}",
+                shared.max_clients
+            );
+        } else if active * 10 < shared.max_clients * 8 {
+            warned_at = 0;
+        }
+        if let Some(rate) = &shared.accept_rate {
+            if !rate.allow() {
+                Stats::inc(&shared.stats.accept_rate_refused);
+                drop(stream);
+                continue;
+            }
+        }
         let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+        if let Some(c) = shared.window_clamp {
+            set_window_clamp(&stream, c);
+        }
         Stats::inc(&shared.stats.accepted);
         shared
             .stats

@@ -14,6 +14,9 @@ pub struct Stats {
     pub accepted: AtomicU64,
     /// Client connections open right now.
     pub active: AtomicU64,
+    /// Connections accepted and closed at once: over the `-C`/`-c` cap, over the accept rate.
+    pub accept_limit_refused: AtomicU64,
+    pub accept_rate_refused: AtomicU64,
     /// Headers accepted, by tag: abridged, intermediate, padded.
     pub handshakes_ok: [AtomicU64; 3],
     /// 64 bytes that no secret accepted (the connection then sits in skip mode).

@@ -40,6 +40,8 @@ pub const DEFAULT_CONNECTIONS: u32 = 65536;
 pub const DEFAULT_PING_INTERVAL: f64 = 5.0;
 /// Default `--handshake-timeout`.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default `--drain-timeout`.
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `--idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -171,6 +173,9 @@ pub struct Options {
     /// Extension `--tls-require-sni`: refuse fake-TLS hellos without SNI, as C does (by
     /// default they are accepted: iOS clients send none).
     pub tls_require_sni: bool,
+    /// Extension `--drain-timeout SECS`: after SIGTERM/SIGINT, how long open sessions may
+    /// finish before the process exits (default 5 s).
+    pub drain_timeout: Duration,
     /// Long names of every option that appeared, in order, duplicates included.
     pub given: Vec<&'static str>,
 }
@@ -220,6 +225,7 @@ impl Default for Options {
             no_fast_mode: false,
             mask_host: None,
             tls_require_sni: false,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             given: Vec::new(),
         }
     }
@@ -356,6 +362,7 @@ enum Id {
     NoFastMode,
     MaskHost,
     TlsRequireSni,
+    DrainTimeout,
 }
 
 struct OptDef {
@@ -654,6 +661,12 @@ const OPTIONS: &[OptDef] = &[
         "mask-host",
         Arg::Required,
         "<host>:<port> where fake-TLS connections that fail the checks are forwarded, and what the start-up probe asks (default: the first -D domain, port 443)",
+    ),
+    ext(
+        Id::DrainTimeout,
+        "drain-timeout",
+        Arg::Required,
+        "seconds open sessions may finish after SIGTERM/SIGINT before the process exits (default 5; fractions allowed)",
     ),
     ext(
         Id::TlsRequireSni,
@@ -1029,6 +1042,10 @@ impl Parser {
             Id::Direct => self.opts.direct = true,
             Id::NoFastMode => self.opts.no_fast_mode = true,
             Id::TlsRequireSni => self.opts.tls_require_sni = true,
+            Id::DrainTimeout => {
+                self.opts.drain_timeout = parse_seconds(&v)
+                    .ok_or_else(|| self.usage1(bad_seconds("--drain-timeout", &v)))?;
+            }
             Id::MaskHost => {
                 let o = parse_dc_override(&format!("1:{v}")).map_err(|e| {
                     self.usage1(format!(

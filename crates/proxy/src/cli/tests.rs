@@ -1033,6 +1033,7 @@ fn usage_text_matches_c() {
         "--public-host <arg>",
         "--no-fast-mode ",
         "--mask-host <arg>",
+        "--drain-timeout <arg>",
         "--tls-require-sni ",
     ];
     assert_eq!(ext_lines.len(), names.len());
@@ -1057,6 +1058,7 @@ fn every_option_is_accepted() {
             Id::NatInfo => "10.0.0.1:1.2.3.4".into(),
             Id::Address => "10.0.0.1".into(),
             Id::DcOverride => "2:1.2.3.4:443".into(),
+            Id::MaskHost => "127.0.0.1:443".into(),
             Id::MtprotoSecretFile => continue,
             _ => "1".into(),
         };

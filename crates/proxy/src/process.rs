@@ -1,0 +1,134 @@
+//! Process-level operations, C's way (spec backend-ops §4): raising the fd limit for `-c`,
+//! `--nice`, `-d` (setsid and stdio to the log, no fork), the `-l` log file and its reopening
+//! on SIGUSR1, and dropping privileges (`-u`) after every port is bound.
+//!
+//! Differences from C, on purpose: the `-l` file is opened at start-up (C waits for `-d` or
+//! the first SIGUSR1 and logs to stderr until then); a root start without `-u` when the
+//! `mtproxy` user does not exist falls back to `nobody` with a warning (C exits); a hard fd
+//! limit too low for `-c` lowers the connection cap with a warning instead of exiting.
+
+use nix::unistd::{Gid, Uid, User};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use tracing::{info, warn};
+
+/// Extra descriptors C reserves above `-c` (listening sockets, logs, config).
+pub const FD_RESERVE: u64 = 16;
+
+/// Raises RLIMIT_NOFILE so `connections` sockets fit; returns the connection count that
+/// actually fits (lower than asked when the hard limit is lower and we cannot raise it).
+pub fn raise_fd_limit(connections: u64) -> u64 {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let want = connections + FD_RESERVE;
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return connections;
+    };
+    if soft >= want {
+        return connections;
+    }
+    let root = Uid::effective().is_root();
+    let new_hard = if root { hard.max(want) } else { hard };
+    let new_soft = want.min(new_hard);
+    if setrlimit(Resource::RLIMIT_NOFILE, new_soft, new_hard).is_err() && new_hard != hard {
+        // Not allowed to raise the hard limit (containers): stay within it.
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, want.min(hard), hard);
+    }
+    let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((soft, hard));
+    if soft < want {
+        let fit = soft.saturating_sub(FD_RESERVE).max(1);
+        warn!("open-file limit is {soft}: serving at most {fit} connections instead of {connections} (raise LimitNOFILE / ulimit -n)");
+        return fit;
+    }
+    connections
+}
+
+/// `--nice N` (C: failure is reported and ignored).
+pub fn set_nice(n: i32) {
+    // SAFETY: plain nice(2); errno is checked through the return value.
+    let r = unsafe { libc::nice(n) };
+    if r == -1 {
+        warn!("nice({n}) failed: {}", std::io::Error::last_os_error());
+    }
+}
+
+/// Points fds 1 and 2 at `path` (append, create, 0640), as C's reopen_logs does; fd 0 goes
+/// to /dev/null. Used at start-up with `-l` and again on SIGUSR1 (log rotation).
+pub fn reopen_log(path: Option<&Path>) -> std::io::Result<()> {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt;
+    let null = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")?;
+    nix::unistd::dup2(null.as_raw_fd(), 0)?;
+    if let Some(p) = path {
+        let f = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o640)
+            .open(p)?;
+        nix::unistd::dup2(f.as_raw_fd(), 1)?;
+        nix::unistd::dup2(f.as_raw_fd(), 2)?;
+    }
+    Ok(())
+}
+
+/// `-d`: a new session, stdio to the log (or /dev/null); no fork, as C.
+pub fn daemonize(log: Option<&Path>) {
+    let _ = nix::unistd::setsid();
+    if log.is_none() {
+        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+            let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+            let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
+        }
+    } else if let Err(e) = reopen_log(log) {
+        warn!("cannot open the log file: {e}");
+    }
+}
+
+/// Drops root privileges to `user` (default `mtproxy`, then `nobody` if that does not
+/// exist): supplementary groups replaced by the user's primary group, then setgid, setuid.
+/// A non-root process keeps its identity and ignores `-u`, as C. `Err` is C's fatal line.
+pub fn drop_privileges(user: Option<&str>) -> Result<(), String> {
+    if !Uid::current().is_root() && !Uid::effective().is_root() {
+        return Ok(());
+    }
+    let name = user.unwrap_or("mtproxy");
+    let found = User::from_name(name).ok().flatten();
+    let u = match (found, user) {
+        (Some(u), _) => u,
+        (None, Some(_)) => {
+            return Err(format!(
+                "can't find the user {name} to switch to\nfatal: cannot change user to {name}"
+            ))
+        }
+        (None, None) => match User::from_name("nobody").ok().flatten() {
+            Some(u) => {
+                warn!("user 'mtproxy' does not exist: dropping privileges to 'nobody' (create 'mtproxy' or pass -u)");
+                u
+            }
+            None => return Err(
+                "can't find the user mtproxy to switch to\nfatal: cannot change user to mtproxy"
+                    .into(),
+            ),
+        },
+    };
+    if u.uid.is_root() {
+        info!("running as {name} (uid 0): privileges kept");
+        return Ok(());
+    }
+    let fail = |e: nix::Error| format!("fatal: cannot change user to {name}: {e}");
+    nix::unistd::setgroups(&[u.gid]).map_err(fail)?;
+    nix::unistd::setgid(u.gid).map_err(fail)?;
+    nix::unistd::setuid(u.uid).map_err(fail)?;
+    if Uid::effective().is_root() || Gid::effective() != u.gid {
+        return Err(format!(
+            "fatal: cannot change user to {name}: still privileged after setuid"
+        ));
+    }
+    info!(
+        "dropped privileges to {name} (uid {}, gid {})",
+        u.uid, u.gid
+    );
+    Ok(())
+}

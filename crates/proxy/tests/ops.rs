@@ -1,0 +1,238 @@
+//! Operations: graceful SIGTERM with draining, SIGUSR1 log reopening, privilege drop,
+//! connection caps. The real binary on loopback.
+
+mod common;
+
+use mtproxy_testkit::{Client, ClientOpts, FakeDc, Tag};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::{timeout, Instant};
+
+const S1: &str = "0123456789abcdef0123456789abcdef";
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn key() -> [u8; 16] {
+    hex::decode(S1).unwrap().try_into().unwrap()
+}
+
+fn signal(pid: u32, sig: i32) {
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+}
+
+/// Waits for the child to exit (polling waitpid without blocking the runtime).
+async fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+async fn echo(c: &mut Client) {
+    let p = vec![5u8; 64];
+    c.send_packet(&p).await.unwrap();
+    assert_eq!(timeout(LIMIT, c.recv_packet()).await.unwrap().unwrap(), p);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_accepting_and_exits_0_once_sessions_end() {
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let o = format!("2:127.0.0.1:{}", dc.addr().port());
+    let mut proxy = common::start(&["-S", S1, "--dc-override", &o, "--drain-timeout", "20"]);
+    let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+        .await
+        .unwrap();
+    echo(&mut c).await;
+    signal(proxy.child.id(), libc::SIGTERM);
+    assert!(proxy.wait_log("stopped accepting", LIMIT));
+    // No new connections, but the open session keeps working.
+    assert!(
+        TcpStream::connect(proxy.addr()).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+    echo(&mut c).await;
+    let t0 = Instant::now();
+    drop(c);
+    let code = wait_exit(&mut proxy.child, LIMIT).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "waited for the drain timeout although the session ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_with_a_stuck_session_exits_0_at_the_drain_timeout() {
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let o = format!("2:127.0.0.1:{}", dc.addr().port());
+    let mut proxy = common::start(&["-S", S1, "--dc-override", &o, "--drain-timeout", "1"]);
+    let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Abridged))
+        .await
+        .unwrap();
+    echo(&mut c).await;
+    let t0 = Instant::now();
+    signal(proxy.child.id(), libc::SIGTERM);
+    let code = wait_exit(&mut proxy.child, LIMIT).await;
+    assert_eq!(code, Some(0));
+    assert!(
+        t0.elapsed() >= Duration::from_millis(900),
+        "exited before the drain timeout"
+    );
+    assert!(
+        proxy.wait_log("drain timeout: closing 1 session", LIMIT),
+        "{}",
+        proxy.log_text()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigusr1_reopens_a_rotated_log() {
+    let dir = std::env::temp_dir().join(format!("mtproxy-log-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Writable by the user the proxy drops to.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let log = dir.join("proxy.log");
+    let port = common::free_port().to_string();
+    let mut child = Command::new(common::BIN)
+        .args([
+            "-S",
+            S1,
+            "--address",
+            "127.0.0.1",
+            "-H",
+            &port,
+            "-l",
+            log.to_str().unwrap(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    let wait_for = |p: std::path::PathBuf, needle: &'static str| async move {
+        let end = Instant::now() + LIMIT;
+        while Instant::now() < end {
+            if read(&p).contains(needle) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        false
+    };
+    assert!(
+        wait_for(log.clone(), "main loop").await,
+        "log file: {}",
+        read(&log)
+    );
+    let rotated = dir.join("proxy.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    signal(child.id(), libc::SIGUSR1);
+    assert!(
+        wait_for(log.clone(), "logs reopened").await,
+        "new log: {:?}",
+        read(&log)
+    );
+    assert!(read(&rotated).contains("main loop"));
+    assert!(!read(&rotated).contains("logs reopened"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    let t = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    t.lines()
+        .find(|l| l.starts_with(field))
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_option_drops_privileges_after_binding() {
+    let proxy = common::start(&["-S", S1, "-u", "nobody"]);
+    let uid_line = status_field(proxy.child.id(), "Uid:");
+    let groups = status_field(proxy.child.id(), "Groups:");
+    // SAFETY: getuid has no preconditions.
+    if unsafe { libc::getuid() } == 0 {
+        let nobody = nix::unistd::User::from_name("nobody").unwrap().unwrap();
+        let want = nobody.uid.to_string();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u == want),
+            "{uid_line}"
+        );
+        assert_eq!(
+            groups.split_whitespace().skip(1).collect::<Vec<_>>(),
+            vec![nobody.gid.to_string()],
+            "{groups}"
+        );
+        // The port bound as root still serves.
+        let _ = TcpStream::connect(proxy.addr()).await.unwrap();
+    } else {
+        // Not root: -u is ignored, as C does.
+        let me = unsafe { libc::getuid() }.to_string();
+        assert!(
+            uid_line.split_whitespace().skip(1).all(|u| u == me),
+            "{uid_line}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connection_cap_refuses_the_65th_cleanly() {
+    let sp = common::free_port().to_string();
+    let proxy = common::start(&[
+        "-S",
+        S1,
+        "-c",
+        "64",
+        "--handshake-timeout",
+        "60",
+        "-p",
+        &sp,
+        "--http-stats",
+    ]);
+    let mut held = Vec::new();
+    for _ in 0..64 {
+        held.push(TcpStream::connect(proxy.addr()).await.unwrap());
+    }
+    // The 64 are accepted (they sit in the handshake); the 65th is closed at once.
+    let stats_port: u16 = sp.parse().unwrap();
+    let end = Instant::now() + LIMIT;
+    while !stats_body(stats_port)
+        .await
+        .contains("active_special_connections\t64")
+    {
+        assert!(
+            Instant::now() < end,
+            "the 64 connections were not all accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut extra = TcpStream::connect(proxy.addr()).await.unwrap();
+    let mut buf = [0u8; 1];
+    let n = timeout(LIMIT, extra.read(&mut buf))
+        .await
+        .expect("closed, not left hanging");
+    assert!(matches!(n, Ok(0) | Err(_)));
+    let b = stats_body(stats_port).await;
+    assert!(b.contains("accept_connection_limit_failed\t1"), "{b}");
+    assert!(b.contains("active_special_connections\t64"), "{b}");
+    drop(held);
+}
+
+async fn stats_body(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /stats HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
