@@ -1,6 +1,7 @@
 //! The reference client: an obfuscated2 connection as a Telegram client opens it, for every
 //! transport (abridged, intermediate, padded intermediate) and secret kind (a 16-byte
-//! secret, or none at all as towards a DC or a proxy started without `-S`).
+//! secret, or none at all as towards a DC or a proxy started without `-S`), optionally
+//! inside fake TLS (`ee` secrets, [`ClientOpts::tls`]).
 //!
 //! It behaves like TDLib where that matters to a server: the header's random bytes are redrawn
 //! until [`obfs2::is_acceptable_header`] holds, padded frames carry 0..15 random padding
@@ -8,8 +9,21 @@
 //! `len & !3` in padded mode). Hooks for fault tests: the header can be sent in pieces,
 //! arbitrary bytes can be written raw or through the cipher, and the socket can be taken out.
 //!
-//! What it is not: fake TLS (`ee` secrets) or anything above the transport; the payloads are
-//! the caller's (see [`crate::mtproto`] for `req_pq_multi`). It only connects to loopback.
+//! Fake TLS (spec §5.3–5.12, TDLib's behaviour unless [`TlsOpts`] says otherwise): the
+//! ClientHello is built by the wire builder (HMAC random, current time plus an offset), and
+//! the reply's server HMAC is checked: a bad one fails the connect with a
+//! [`ServerHelloError`](mtproto_wire::tls::ServerHelloError) inside the `io::Error` (see
+//! [`tls_client::server_hello_error`]). Then a ChangeCipherSpec and the obfuscated2 stream
+//! in `17 03 03` records follow. By default the header is held back and goes in one record
+//! with the first bytes sent, as TDLib does; everything else (framing, ciphers, the methods
+//! below) is as without TLS. The server's records are stripped with the wire
+//! [`RecordReader`](mtproto_wire::tls::RecordReader) (records over 16 384 bytes are errors,
+//! as in TDLib). Inside TLS the header's random bytes are not filtered (TDLib does not
+//! either). For replay tests, [`Client::tls_hello_only`] and [`Client::send_raw_hello`] stop
+//! after the hello.
+//!
+//! What it is not: a real TLS stack or anything above the transport; the payloads are the
+//! caller's (see [`crate::mtproto`] for `req_pq_multi`). It only connects to loopback.
 
 use std::collections::VecDeque;
 use std::io;
@@ -24,9 +38,10 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::framing::{FrameReader, FrameWriter, Received};
+use crate::tls_client::{self, TlsOpts, TlsOut};
 
 /// How to open the connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientOpts {
     /// The 16-byte server secret; `None` for no-secret mode (raw header bytes as keys).
     pub secret: Option<[u8; 16]>,
@@ -34,6 +49,8 @@ pub struct ClientOpts {
     pub tag: Tag,
     /// DC id written into the header (signed LE16).
     pub dc: i16,
+    /// Fake TLS around the obfuscated2 stream (needs `secret`); `None`: plain obfuscated2.
+    pub tls: Option<TlsOpts>,
 }
 
 impl ClientOpts {
@@ -43,6 +60,7 @@ impl ClientOpts {
             secret: Some(secret),
             tag,
             dc: 2,
+            tls: None,
         }
     }
 
@@ -52,6 +70,19 @@ impl ClientOpts {
             secret: None,
             tag,
             dc: 2,
+            tls: None,
+        }
+    }
+
+    /// Fake TLS as TDLib does it with an `ee` secret: padded intermediate inside, to DC 2,
+    /// SNI `domain` (`None`: no SNI), a 517-byte hello, ChangeCipherSpec, records of up to
+    /// 2878 bytes, the header in one record with the first frame ([`TlsOpts::default`]).
+    pub fn tls(secret: [u8; 16], domain: Option<String>) -> Self {
+        ClientOpts {
+            secret: Some(secret),
+            tag: Tag::Padded,
+            dc: 2,
+            tls: Some(TlsOpts::new(domain)),
         }
     }
 
@@ -59,6 +90,63 @@ impl ClientOpts {
     pub fn dc(mut self, dc: i16) -> Self {
         self.dc = dc;
         self
+    }
+
+    /// The same with another transport (inside TLS only `dd` is valid: for checking that
+    /// the proxy refuses the others).
+    pub fn tag(mut self, tag: Tag) -> Self {
+        self.tag = tag;
+        self
+    }
+
+    /// The same with these fake-TLS options (e.g. [`TlsOpts::telethon`]).
+    pub fn with_tls(mut self, tls: TlsOpts) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Fake TLS: ClientHello length (517, 1024, 1823, …). Panics without TLS options.
+    pub fn hello_len(mut self, len: usize) -> Self {
+        self.tls_mut("hello_len").hello_len = len;
+        self
+    }
+
+    /// Fake TLS: send the ChangeCipherSpec or not. Panics without TLS options.
+    pub fn send_ccs(mut self, send: bool) -> Self {
+        self.tls_mut("send_ccs").send_ccs = send;
+        self
+    }
+
+    /// Fake TLS: payload bytes per record sent. Panics without TLS options.
+    pub fn record_max(mut self, max: usize) -> Self {
+        self.tls_mut("record_max").record_max = max;
+        self
+    }
+
+    /// Fake TLS: seconds added to the hello's timestamp. Panics without TLS options.
+    pub fn unix_time_offset(mut self, secs: i64) -> Self {
+        self.tls_mut("unix_time_offset").unix_time_offset = secs;
+        self
+    }
+
+    /// Fake TLS: hold the header for the first frame (`true`, TDLib) or send it alone right
+    /// away. Panics without TLS options.
+    pub fn header_with_first_frame(mut self, hold: bool) -> Self {
+        self.tls_mut("header_with_first_frame")
+            .header_with_first_frame = hold;
+        self
+    }
+
+    fn tls_mut(&mut self, what: &str) -> &mut TlsOpts {
+        self.tls
+            .as_mut()
+            .unwrap_or_else(|| panic!("ClientOpts::{what} needs fake-TLS options"))
+    }
+
+    /// The secret, which fake TLS requires.
+    fn tls_secret(&self) -> io::Result<[u8; 16]> {
+        self.secret
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "fake TLS needs a secret"))
     }
 }
 
@@ -71,29 +159,30 @@ pub enum ServerFrame {
     QuickAck(u32),
 }
 
-/// An open obfuscated2 connection.
+/// An open obfuscated2 connection (in fake TLS, after the handshake).
 pub struct Client {
     opts: ClientOpts,
     header: [u8; HEADER_LEN],
     reader: FrameReader<OwnedReadHalf>,
     writer: FrameWriter<OwnedWriteHalf>,
     quick_acks: VecDeque<u32>,
+    /// Fake TLS: the ClientHello sent and the proxy's checked reply.
+    tls_hello: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Client {
-    /// Connects and sends the header in one write.
+    /// Connects and sends the header in one write. In fake TLS: does the handshake first
+    /// (failing on a reply without the right HMAC), and by default holds the header back
+    /// for the first frame (see [`TlsOpts::header_with_first_frame`]).
     pub async fn connect(addr: SocketAddr, opts: ClientOpts) -> io::Result<Client> {
-        Client::handshake(
-            connect_loopback(addr).await?,
-            opts,
-            acceptable_random(),
-            None,
-        )
-        .await
+        let random = fresh_random(&opts);
+        Client::handshake(connect_loopback(addr).await?, opts, random, None).await
     }
 
     /// Connects and sends the first `first_chunk_len` header bytes, waits `pause`, then
-    /// sends the rest: for testing servers that must reassemble a split header.
+    /// sends the rest: for testing servers that must reassemble a split header. In fake TLS
+    /// the header is sent right after the handshake in a record of its own, and the split is
+    /// in the TCP writes within that record (after the ChangeCipherSpec and record header).
     pub async fn from_header_split(
         addr: SocketAddr,
         opts: ClientOpts,
@@ -101,13 +190,8 @@ impl Client {
         pause: Duration,
     ) -> io::Result<Client> {
         let split = Some((first_chunk_len.min(HEADER_LEN), pause));
-        Client::handshake(
-            connect_loopback(addr).await?,
-            opts,
-            acceptable_random(),
-            split,
-        )
-        .await
+        let random = fresh_random(&opts);
+        Client::handshake(connect_loopback(addr).await?, opts, random, split).await
     }
 
     /// Connects with a header built from the given 64 random bytes (bytes 56..62 are replaced
@@ -120,9 +204,38 @@ impl Client {
         Client::handshake(connect_loopback(addr).await?, opts, random, None).await
     }
 
-    /// Sends the header on an already connected stream (e.g. one with socket options set).
+    /// Sends the header on an already connected stream (e.g. one with socket options set);
+    /// in fake TLS, the handshake first.
     pub async fn over_stream(stream: TcpStream, opts: ClientOpts) -> io::Result<Client> {
-        Client::handshake(stream, opts, acceptable_random(), None).await
+        let random = fresh_random(&opts);
+        Client::handshake(stream, opts, random, None).await
+    }
+
+    /// Fake TLS: connects and sends a fresh ClientHello built from `opts` (which must have
+    /// TLS options and a secret), nothing more. Returns the stream, the proxy's answer
+    /// unread, and the hello, for replaying it with [`Client::send_raw_hello`] or checking
+    /// the answer with [`tls_client::read_server_hello`].
+    pub async fn tls_hello_only(
+        addr: SocketAddr,
+        opts: &ClientOpts,
+    ) -> io::Result<(TcpStream, Vec<u8>)> {
+        let secret = opts.tls_secret()?;
+        let tls = opts.tls.as_ref().ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "ClientOpts without fake TLS")
+        })?;
+        let hello = tls_client::build_hello(&secret, tls);
+        let stream = Client::send_raw_hello(addr, &hello).await?;
+        Ok((stream, hello))
+    }
+
+    /// Connects and writes `hello` (any bytes) as the first thing on the connection: a
+    /// replayed or hand-made ClientHello. The answer is left unread.
+    pub async fn send_raw_hello(addr: SocketAddr, hello: &[u8]) -> io::Result<TcpStream> {
+        let mut stream = connect_loopback(addr).await?;
+        stream.set_nodelay(true)?;
+        stream.write_all(hello).await?;
+        stream.flush().await?;
+        Ok(stream)
     }
 
     async fn handshake(
@@ -131,6 +244,9 @@ impl Client {
         random: [u8; HEADER_LEN],
         split: Option<(usize, Duration)>,
     ) -> io::Result<Client> {
+        if opts.tls.is_some() {
+            return Client::tls_handshake(stream, opts, random, split).await;
+        }
         stream.set_nodelay(true)?;
         let init = obfs2::initiate(random, opts.tag, opts.dc, opts.secret.as_ref());
         let (rd, mut wr) = stream.into_split();
@@ -145,17 +261,82 @@ impl Client {
         }
         wr.flush().await?;
         Ok(Client {
-            opts,
             header: init.header,
             reader: FrameReader::new(rd, init.decrypt, opts.tag, Side::FromServer),
             writer: FrameWriter::new(wr, init.encrypt, opts.tag),
+            opts,
             quick_acks: VecDeque::new(),
+            tls_hello: None,
+        })
+    }
+
+    /// Fake TLS: hello, checked reply, then the obfuscated2 header (held back or sent now).
+    async fn tls_handshake(
+        stream: TcpStream,
+        opts: ClientOpts,
+        random: [u8; HEADER_LEN],
+        split: Option<(usize, Duration)>,
+    ) -> io::Result<Client> {
+        let secret = opts.tls_secret()?;
+        let tls = opts.tls.clone().expect("TLS options");
+        stream.set_nodelay(true)?;
+        let (mut rd, mut wr) = stream.into_split();
+        let hello = tls_client::build_hello(&secret, &tls);
+        wr.write_all(&hello).await?;
+        wr.flush().await?;
+        let reply = tls_client::read_server_hello(&mut rd, &secret, &hello).await?;
+
+        let init = obfs2::initiate(random, opts.tag, opts.dc, Some(&secret));
+        let reader = FrameReader::new(rd, init.decrypt, opts.tag, Side::FromServer)
+            .with_records(tls_client::server_record_reader(), reply.extra);
+        let mut writer = FrameWriter::new(wr, init.encrypt, opts.tag).with_tls(TlsOut {
+            record_max: tls.record_max,
+            pending_ccs: tls.send_ccs,
+            pending_header: Some(init.header),
+            separate_header_writes: tls.separate_header_writes,
+        });
+        if split.is_some() || !tls.header_with_first_frame {
+            let ccs = if tls.send_ccs { 6 } else { 0 };
+            let split = split.map(|(first, pause)| (ccs + 5 + first, pause));
+            writer.flush_pending(split).await?;
+        }
+        Ok(Client {
+            header: init.header,
+            reader,
+            writer,
+            opts,
+            quick_acks: VecDeque::new(),
+            tls_hello: Some((hello, reply.reply)),
         })
     }
 
     /// The options it was opened with.
     pub fn opts(&self) -> ClientOpts {
-        self.opts
+        self.opts.clone()
+    }
+
+    /// Fake TLS: the ClientHello that was sent (`None` without TLS).
+    pub fn tls_hello(&self) -> Option<&[u8]> {
+        self.tls_hello.as_ref().map(|(h, _)| &h[..])
+    }
+
+    /// Fake TLS: the proxy's reply (ServerHello, ChangeCipherSpec, one application-data
+    /// record), as checked (`None` without TLS).
+    pub fn tls_server_hello(&self) -> Option<&[u8]> {
+        self.tls_hello.as_ref().map(|(_, r)| &r[..])
+    }
+
+    /// Fake TLS: sends the ChangeCipherSpec and the header now if they are still held back
+    /// for the first frame (a no-op otherwise, and without TLS). Reading, half-closing and
+    /// waiting for the close do this first by themselves; only [`send_raw`](Self::send_raw)
+    /// and [`into_inner`](Self::into_inner) do not.
+    pub async fn flush_header(&mut self) -> io::Result<()> {
+        self.writer.flush_pending(None).await
+    }
+
+    /// Fake TLS: are the ChangeCipherSpec or the header still held back?
+    pub fn header_pending(&self) -> bool {
+        self.writer.has_pending()
     }
 
     /// The 64 header bytes as they went on the wire.
@@ -192,11 +373,14 @@ impl Client {
 
     /// Encrypts `bytes` with the connection's stream and sends them with no framing: for
     /// broken frames (zero length, overlong, too large) inside a valid obfuscated stream.
+    /// In fake TLS they still go in records.
     pub async fn send_encrypted_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.writer.send_plain(bytes.to_vec()).await
     }
 
     /// Sends `bytes` exactly as given, bypassing the cipher (which does not advance): garbage.
+    /// In fake TLS also bypassing the records (and a held-back header stays held back): to
+    /// send hand-made records, see [`tls_client::write_app_records`].
     pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.writer.write_raw(bytes).await
     }
@@ -214,6 +398,7 @@ impl Client {
 
     /// The next frame from the server, quick acks included.
     pub async fn recv_frame(&mut self) -> io::Result<ServerFrame> {
+        self.flush_header().await?;
         match self.reader.next().await? {
             Some(Received::Packet { payload, .. }) => Ok(ServerFrame::Packet(payload)),
             Some(Received::QuickAck(t)) => Ok(ServerFrame::QuickAck(t)),
@@ -231,12 +416,23 @@ impl Client {
 
     /// Half-closes: no more bytes to the server (replies can still be read).
     pub async fn shutdown_write(&mut self) -> io::Result<()> {
+        self.flush_header().await?;
         self.writer.shutdown().await
     }
 
     /// Reads until the server closes the connection, throwing data away; returns how many
-    /// bytes were buffered or arrived before the end. A reset counts as closed.
+    /// bytes were buffered or arrived before the end (in fake TLS, raw bytes after what was
+    /// already decoded: they are not parsed as records). A reset counts as closed.
     pub async fn wait_closed(&mut self) -> io::Result<u64> {
+        if let Err(e) = self.flush_header().await {
+            // The server may be gone already: that is what is being waited for.
+            if !matches!(
+                e.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                return Err(e);
+            }
+        }
         match self.reader.discard_to_end().await {
             Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Ok(0),
             other => other,
@@ -244,10 +440,22 @@ impl Client {
     }
 
     /// The socket, with both halves put back together. The cipher state is lost, so only
-    /// raw bytes make sense after this.
+    /// raw bytes make sense after this (in fake TLS, a header still held back is dropped).
     pub fn into_inner(self) -> TcpStream {
         let (rd, wr) = (self.reader.into_inner(), self.writer.into_inner());
         rd.reunite(wr).expect("halves of one stream")
+    }
+}
+
+/// Random header bytes for `opts`: filtered as TDLib does without TLS, not filtered inside
+/// fake TLS (TDLib does not filter there either, spec §5.12).
+fn fresh_random(opts: &ClientOpts) -> [u8; HEADER_LEN] {
+    if opts.tls.is_some() {
+        let mut r = [0u8; HEADER_LEN];
+        rand::thread_rng().fill_bytes(&mut r);
+        r
+    } else {
+        acceptable_random()
     }
 }
 

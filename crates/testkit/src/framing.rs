@@ -2,17 +2,24 @@
 //! decrypts what arrives and cuts it into transport frames, [`FrameWriter`] frames and
 //! encrypts what leaves. The fake DC and the reference client both sit on these.
 //!
-//! What this is not: the protocol itself. Header handling, key derivation and the frame
-//! prefixes all come from `mtproto_wire`; this only moves bytes between a socket and
-//! those codecs.
+//! In fake-TLS mode (the reference client with an `ee` secret) the same stream travels in
+//! `17 03 03` records: the reader strips them with the wire [`RecordReader`] before
+//! decrypting, the writer wraps what it encrypted (see [`TlsOut`]).
+//!
+//! What this is not: the protocol itself. Header handling, key derivation, the frame
+//! prefixes and the TLS records all come from `mtproto_wire`; this only moves bytes between
+//! a socket and those codecs.
 
 use std::io;
 
 use mtproto_wire::crypto::AesCtr;
 use mtproto_wire::obfs2::Tag;
+use mtproto_wire::tls::RecordReader;
 use mtproto_wire::transport::{encode_prefix, parse_frame, Frame, FrameError, Side};
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::tls_client::TlsOut;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 64 * 1024;
@@ -60,6 +67,10 @@ pub(crate) struct FrameReader<R> {
     pos: usize,
     /// Raw bytes read from the socket so far.
     pub(crate) bytes_read: u64,
+    /// Fake TLS: the record layer the raw bytes go through before decryption.
+    records: Option<RecordReader>,
+    /// Fake TLS: raw bytes read with the ServerHello, not fed to `records` yet.
+    early: Vec<u8>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -74,7 +85,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: Vec::new(),
             pos: 0,
             bytes_read: 0,
+            records: None,
+            early: Vec::new(),
         }
+    }
+
+    /// Fake TLS: raw bytes are TLS records, stripped by `records` before decryption.
+    /// `already` are raw bytes read before (those after the ServerHello): they are taken as
+    /// the first read.
+    pub(crate) fn with_records(mut self, records: RecordReader, already: Vec<u8>) -> Self {
+        self.records = Some(records);
+        self.early = already;
+        self
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
@@ -119,11 +141,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Reads and throws away everything until the peer closes; returns the number of bytes
-    /// that were still buffered or arrived (an error such as a reset ends it too).
+    /// that were still buffered or arrived (an error such as a reset ends it too). In TLS
+    /// mode what arrives is counted raw and not parsed as records (after a forward to a
+    /// real site, say, it need not be).
     pub(crate) async fn discard_to_end(&mut self) -> io::Result<u64> {
-        let mut total = (self.buf.len() - self.pos) as u64;
+        let mut total = (self.buf.len() - self.pos + self.early.len()) as u64;
         self.buf.clear();
         self.pos = 0;
+        self.early.clear();
+        if self.records.is_some() {
+            let mut chunk = vec![0u8; READ_CHUNK];
+            loop {
+                let n = self.rd.read(&mut chunk).await?;
+                if n == 0 {
+                    return Ok(total);
+                }
+                self.bytes_read += n as u64;
+                total += n as u64;
+            }
+        }
         loop {
             let n = self.read_more().await?;
             if n == 0 {
@@ -134,11 +170,41 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Appends one read's worth of decrypted bytes; 0 at end of stream.
+    /// Appends one read's worth of decrypted bytes; returns the raw bytes read, 0 at end of
+    /// stream. In TLS mode a read may append nothing (only record headers arrived), and the
+    /// stream ending inside a record, or a record error, is an error.
     async fn read_more(&mut self) -> io::Result<usize> {
         if self.pos > 0 {
             self.buf.drain(..self.pos);
             self.pos = 0;
+        }
+        if let Some(records) = &mut self.records {
+            let chunk = if self.early.is_empty() {
+                let mut chunk = vec![0u8; READ_CHUNK];
+                let n = self.rd.read(&mut chunk).await?;
+                chunk.truncate(n);
+                chunk
+            } else {
+                std::mem::take(&mut self.early)
+            };
+            let n = chunk.len();
+            self.bytes_read += n as u64;
+            if n == 0 {
+                if !records.at_boundary() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "stream ended inside a TLS record",
+                    ));
+                }
+                return Ok(0);
+            }
+            let old = self.buf.len();
+            if let Err(e) = records.feed(&chunk[..n], &mut self.buf) {
+                self.buf.truncate(old);
+                return Err(invalid_data(e));
+            }
+            self.decrypt.apply(&mut self.buf[old..]);
+            return Ok(n);
         }
         let old = self.buf.len();
         self.buf.resize(old + READ_CHUNK, 0);
@@ -156,16 +222,78 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 }
 
+fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, e)
+}
+
 /// Writes frames of one transport into an obfuscated stream.
 pub(crate) struct FrameWriter<W> {
     wr: W,
     encrypt: AesCtr,
     tag: Tag,
+    /// Fake TLS: how the encrypted bytes are wrapped in records, and what is held back.
+    tls: Option<TlsOut>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub(crate) fn new(wr: W, encrypt: AesCtr, tag: Tag) -> Self {
-        FrameWriter { wr, encrypt, tag }
+        FrameWriter {
+            wr,
+            encrypt,
+            tag,
+            tls: None,
+        }
+    }
+
+    /// Fake TLS: everything sent from now on is wrapped in records as `tls` says, after
+    /// what it holds back.
+    pub(crate) fn with_tls(mut self, tls: TlsOut) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Fake TLS: is a ChangeCipherSpec or the obfuscated2 header still held back?
+    pub(crate) fn has_pending(&self) -> bool {
+        self.tls.as_ref().is_some_and(TlsOut::has_pending)
+    }
+
+    /// Fake TLS: sends what is held back (ChangeCipherSpec, the header in a record of its
+    /// own), if anything. `split`: write the first that many bytes, pause, then the rest.
+    pub(crate) async fn flush_pending(
+        &mut self,
+        split: Option<(usize, std::time::Duration)>,
+    ) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut().filter(|t| t.has_pending()) else {
+            return Ok(());
+        };
+        let wire = tls.wrap(&[]);
+        if let Some((first, pause)) = split {
+            let first = first.min(wire.len());
+            self.wr.write_all(&wire[..first]).await?;
+            self.wr.flush().await?;
+            tokio::time::sleep(pause).await;
+            self.wr.write_all(&wire[first..]).await?;
+        } else {
+            self.write_wire(&wire).await?;
+        }
+        self.wr.flush().await
+    }
+
+    /// Writes wire bytes; in TLS mode with [`TlsOut::separate_header_writes`], every record
+    /// header and every record payload in a write of its own.
+    async fn write_wire(&mut self, wire: &[u8]) -> io::Result<()> {
+        match &self.tls {
+            Some(tls) if tls.separate_header_writes => {
+                let mut start = 0;
+                for cut in crate::tls_client::record_cuts(wire) {
+                    self.wr.write_all(&wire[start..cut]).await?;
+                    self.wr.flush().await?;
+                    start = cut;
+                }
+                self.wr.write_all(&wire[start..]).await
+            }
+            _ => self.wr.write_all(wire).await,
+        }
     }
 
     /// Sends `payload` in one frame with `padding` random bytes after it (padded
@@ -180,10 +308,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.send_plain(frame).await
     }
 
-    /// Encrypts and sends bytes as they are (no framing added).
+    /// Encrypts and sends bytes as they are (no framing added; in TLS mode wrapped in
+    /// records, after what was held back).
     pub(crate) async fn send_plain(&mut self, mut bytes: Vec<u8>) -> io::Result<()> {
         self.encrypt.apply(&mut bytes);
-        self.wr.write_all(&bytes).await?;
+        if let Some(tls) = &mut self.tls {
+            bytes = tls.wrap(&bytes);
+        }
+        self.write_wire(&bytes).await?;
         self.wr.flush().await
     }
 

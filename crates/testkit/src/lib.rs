@@ -13,10 +13,13 @@ pub mod fake_dc;
 pub mod fake_me;
 mod framing;
 pub mod mtproto;
+pub mod tls_client;
 pub mod tls_site;
 
 pub use client::{Client, ClientOpts, ServerFrame};
 pub use fake_dc::{DcConfig, DcConnInfo, FakeDc, Reply};
 pub use mtproto::{parse_res_pq, req_pq_multi, ResPq};
 pub use mtproto_wire::obfs2::Tag;
+pub use mtproto_wire::tls::ServerHelloError;
 pub use mtproto_wire::transport::{FrameError, MAX_FRAME};
+pub use tls_client::{read_server_hello, server_hello_error, TlsOpts};
