@@ -21,6 +21,7 @@ pub mod relay;
 pub mod session;
 pub mod stats;
 pub mod tls_probe;
+pub mod workers;
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -60,7 +61,7 @@ pub struct Shared {
 
 /// Options accepted for compatibility whose feature is not in this build yet, and
 /// options that C itself ignores. Logged at start-up so nothing is dropped silently.
-const NOT_YET: &[&str] = &["slaves"];
+const NOT_YET: &[&str] = &[];
 const NO_EFFECT_IN_C: &[&str] = &[
     "crc32c",
     "force-dh",
@@ -225,48 +226,166 @@ fn bind_stats_port(opts: &cli::Options) -> Result<Option<std::net::TcpListener>,
     }
 }
 
+/// Fills a view from counters and the config metadata.
+fn fill_view(
+    v: &mut http_stats::StatsView,
+    stats: &stats::Stats,
+    meta: &std::sync::RwLock<ConfigMeta>,
+) {
+    use stats::Stats as S;
+    v.fill_counters(stats);
+    v.fill_process();
+    let m = meta.read().expect("meta").clone();
+    v.config_filename = m.filename;
+    v.config_loaded_at = m.loaded_at;
+    v.config_size = m.size;
+    v.config_md5 = m.md5;
+    v.config_auth_clusters = m.clusters;
+    v.aes_pwd_md5 = m.aes_pwd_md5;
+    v.me_targets = S::get(&stats.me_targets);
+    v.me_declared_targets = v.me_targets;
+    v.me_ready_targets = S::get(&stats.me_ready_targets);
+    v.me_ready_connections = S::get(&stats.me_ready_connections);
+    v.outbound_connections = v.me_ready_connections;
+    v.secrets = stats
+        .per_secret
+        .iter()
+        .map(|t| {
+            let (ips, keys) = t.counts();
+            http_stats::SecretView {
+                active_ips: ips,
+                active_auth_keys: keys,
+            }
+        })
+        .collect();
+}
+
 /// The function `/stats` and `/metrics` call for a fresh snapshot.
 fn stats_view_fn(
     base: http_stats::StatsView,
-    shared: Arc<Shared>,
+    stats: Arc<stats::Stats>,
     meta: Arc<std::sync::RwLock<ConfigMeta>>,
 ) -> http_stats::ViewFn {
     Arc::new(move || {
         let mut v = base.clone();
-        v.fill_counters(&shared.stats);
-        v.fill_process();
-        let m = meta.read().expect("meta").clone();
-        v.config_filename = m.filename;
-        v.config_loaded_at = m.loaded_at;
-        v.config_size = m.size;
-        v.config_md5 = m.md5;
-        v.config_auth_clusters = m.clusters;
-        v.aes_pwd_md5 = m.aes_pwd_md5;
-        if let Upstream::Middle(mid) = &shared.upstream {
-            let (targets, ready_targets, ready_conns) = mid.pool.counts();
-            v.me_targets = targets as u64;
-            v.me_declared_targets = targets as u64;
-            v.me_ready_targets = ready_targets as u64;
-            v.me_ready_connections = ready_conns as u64;
-            v.outbound_connections = ready_conns as u64;
-        }
-        v.secrets = shared
-            .stats
-            .per_secret
-            .iter()
-            .map(|t| {
-                let (ips, keys) = t.counts();
-                http_stats::SecretView {
-                    active_ips: ips,
-                    active_auth_keys: keys,
-                }
-            })
-            .collect();
+        fill_view(&mut v, &stats, &meta);
         v
     })
 }
 
+/// Keeps the ME pool gauges in [`stats::Stats`] current (they travel to the master too).
+async fn pool_gauges(pool: Arc<middle::pool::Pool>, stats: Arc<stats::Stats>) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let (t, rt, rc) = pool.counts();
+        stats.me_targets.store(t as u64, Relaxed);
+        stats.me_ready_targets.store(rt as u64, Relaxed);
+        stats.me_ready_connections.store(rc as u64, Relaxed);
+    }
+}
+
+/// The master of `-M N` workers: accepts nothing itself; serves `/stats` with the workers'
+/// counters summed, forwards signals, replaces dead workers, and on SIGTERM/SIGINT stops
+/// them and waits (drain timeout plus a second) before killing stragglers.
+async fn master_main(
+    opts: cli::Options,
+    listeners: Vec<std::net::TcpListener>,
+    stats_listener: Option<std::net::TcpListener>,
+    meta: Arc<std::sync::RwLock<ConfigMeta>>,
+    base_view: http_stats::StatsView,
+    secrets: usize,
+) -> ExitCode {
+    use nix::sys::signal::Signal;
+    use tokio::signal::unix::{signal, SignalKind};
+    let master = match workers::start(opts.workers, &listeners) {
+        Ok(m) => m,
+        Err(e) => {
+            error!("cannot start workers: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = process::drop_privileges(opts.user.as_deref()) {
+        eprintln!("{e}");
+        master.stop();
+        master.signal_all(Signal::SIGTERM);
+        return ExitCode::from(1);
+    }
+    {
+        let m = master.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(500));
+            loop {
+                tick.tick().await;
+                let sum = m.collect().await;
+                *m.summed.lock().expect("summed") = sum;
+            }
+        });
+    }
+    if let Some(l) = stats_listener {
+        let m = master.clone();
+        let view: http_stats::ViewFn = Arc::new(move || {
+            let total = stats::Stats::with_secrets(secrets);
+            total.absorb(&m.summed.lock().expect("summed"));
+            let mut v = base_view.clone();
+            fill_view(&mut v, &total, &meta);
+            v
+        });
+        match tokio::net::TcpListener::from_std(l) {
+            Ok(l) => {
+                tokio::spawn(http_stats::serve(l, view, false));
+            }
+            Err(e) => error!("cannot register the stats listener: {e}"),
+        }
+    }
+    drop(listeners);
+    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+        signal(SignalKind::user_defined1()),
+    ) else {
+        error!("cannot install signal handlers");
+        return ExitCode::from(1);
+    };
+    info!("main loop (master of {} workers)", opts.workers);
+    let name = loop {
+        tokio::select! {
+            _ = term.recv() => break "SIGTERM",
+            _ = int.recv() => break "SIGINT",
+            _ = hup.recv() => {
+                info!("received signal 01 (SIGHUP): forwarding to the workers");
+                master.signal_all(Signal::SIGHUP);
+            }
+            _ = usr1.recv() => {
+                if let Err(e) = process::reopen_log(opts.log_file.as_deref()) {
+                    warn!("cannot reopen the log: {e}");
+                }
+                master.signal_all(Signal::SIGUSR1);
+            }
+        }
+    };
+    master.stop();
+    master.signal_all(Signal::SIGTERM);
+    let end = tokio::time::Instant::now() + opts.drain_timeout + Duration::from_secs(1);
+    while !master.pids().is_empty() && tokio::time::Instant::now() < end {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let left = master.pids();
+    if !left.is_empty() {
+        warn!(
+            "WARNING: {} children unfinished --> they are now killed",
+            left.len()
+        );
+        master.signal_all(Signal::SIGKILL);
+    }
+    info!("Terminated by {name}.");
+    ExitCode::SUCCESS
+}
+
 fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
+    let worker = workers::worker_env();
     if !opts.domains.is_empty() && opts.secrets.is_empty() {
         return Err((
             2,
@@ -343,21 +462,28 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     let overrides = dc::resolve_overrides(&overrides).map_err(|e| (2, e))?;
 
     // Bind every client port before anything else can fail late (C binds them in pre_init).
-    let mut listeners = Vec::new();
-    for &port in &opts.ports {
-        let addr = listener::bind_addr(port, opts.ipv6, opts.address);
-        let l = listener::bind(addr, opts.backlog).map_err(|e| {
-            (
-                1,
-                format!("cannot open http/tcp server socket at port {port}: {e}"),
-            )
-        })?;
-        listeners.push(l);
-    }
+    // A worker inherits them from its master instead.
+    let (listeners, control) = match worker {
+        Some(w) => (w.listeners, Some((w.id, w.control))),
+        None => {
+            let mut listeners = Vec::new();
+            for &port in &opts.ports {
+                let addr = listener::bind_addr(port, opts.ipv6, opts.address);
+                let l = listener::bind(addr, opts.backlog).map_err(|e| {
+                    (
+                        1,
+                        format!("cannot open http/tcp server socket at port {port}: {e}"),
+                    )
+                })?;
+                listeners.push(l);
+            }
+            (listeners, None)
+        }
+    };
     if listeners.is_empty() {
         warn!("no client port given (-H): the proxy serves no clients");
     }
-    let stats_listener = if opts.disable_tcp {
+    let stats_listener = if opts.disable_tcp || control.is_some() {
         None
     } else {
         bind_stats_port(&opts)?
@@ -388,11 +514,6 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     if let Some(n) = opts.nice {
         process::set_nice(n);
     }
-    // Everything privileged is done: ports bound, config and secrets read.
-    process::drop_privileges(opts.user.as_deref()).map_err(|e| {
-        eprintln!("{e}");
-        (1, String::new())
-    })?;
     let stats = Arc::new(stats::Stats::with_secrets(secrets.len()));
 
     let host = links::public_host(opts.public_host.as_deref(), opts.address);
@@ -416,7 +537,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     if secrets.is_empty() {
         warn!("no secret given: clients are accepted in no-secret mode (as C)");
     }
-    for l in &listeners {
+    for l in listeners.iter().filter(|_| control.is_none()) {
         let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
         info!(
             "listening on {}",
@@ -471,7 +592,33 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
             .unwrap_or(http_stats::DEFAULT_WINDOW_CLAMP),
         ..http_stats::StatsView::default()
     };
+    if opts.workers > 0 && control.is_none() {
+        let n = secrets.len();
+        let code = rt.block_on(master_main(
+            opts,
+            listeners,
+            stats_listener,
+            meta,
+            base_view,
+            n,
+        ));
+        rt.shutdown_timeout(Duration::from_millis(100));
+        return Ok(code);
+    }
+    // Everything privileged is done: ports bound, config and secrets read.
+    process::drop_privileges(opts.user.as_deref()).map_err(|e| {
+        eprintln!("{e}");
+        (1, String::new())
+    })?;
     let code = rt.block_on(async move {
+        if let Some((id, ctl)) = control {
+            let st = stats.clone();
+            tokio::spawn(async move {
+                workers::serve_control(ctl, st).await;
+                error!("worker {id}: the master process is gone, exiting");
+                std::process::exit(1);
+            });
+        }
         let (upstream, reload) = match me {
             Some((setup, loaded, secret)) => {
                 let ident = middle::conn::Ident {
@@ -483,6 +630,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                 };
                 let pool = middle::pool::Pool::new(loaded.config.clone(), ident, stats.clone());
                 pool.apply(loaded.config);
+                tokio::spawn(pool_gauges(pool.clone(), stats.clone()));
                 let mid = Arc::new(middle::Middle {
                     pool,
                     proxy_tag: opts.proxy_tag,
@@ -516,7 +664,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
         if let Some(l) = stats_listener {
             match tokio::net::TcpListener::from_std(l) {
                 Ok(l) => {
-                    let view = stats_view_fn(base_view, shared.clone(), meta.clone());
+                    let view = stats_view_fn(base_view, shared.stats.clone(), meta.clone());
                     tokio::spawn(http_stats::serve(l, view, false));
                 }
                 Err(e) => {

@@ -52,6 +52,11 @@ pub struct Stats {
     /// ME connections that completed the handshake, and dial/handshake failures.
     pub me_connects: AtomicU64,
     pub me_connect_failed: AtomicU64,
+    /// ME pool gauges (refreshed every second): targets, targets with a ready connection,
+    /// ready connections.
+    pub me_targets: AtomicU64,
+    pub me_ready_targets: AtomicU64,
+    pub me_ready_connections: AtomicU64,
     /// Fake TLS: hellos accepted, rejected (any reason), replays among them, connections
     /// spliced to the real site, and the bytes moved for masked connections.
     pub tls_accepted: AtomicU64,
@@ -101,12 +106,90 @@ impl<K: Hash + Eq> RefSet<K> {
 pub struct SecretTracker {
     ips: RefSet<IpAddr>,
     keys: RefSet<u64>,
+    /// Counts reported by worker processes (the master's aggregate only; C sums them).
+    summed: [AtomicU64; 2],
 }
 
 impl SecretTracker {
     /// (distinct client IPs, distinct auth keys) in use now.
     pub fn counts(&self) -> (u64, u64) {
-        (self.ips.len() as u64, self.keys.len() as u64)
+        (
+            self.ips.len() as u64 + self.summed[0].load(Relaxed),
+            self.keys.len() as u64 + self.summed[1].load(Relaxed),
+        )
+    }
+}
+
+/// Lists every scalar counter once, for snapshots across worker processes.
+macro_rules! scalar_counters {
+    ($m:ident) => {
+        $m!(
+            accepted,
+            active,
+            accept_limit_refused,
+            accept_rate_refused,
+            handshakes_bad,
+            handshakes_timeout,
+            dc_fallbacks,
+            upstream_connect_failed,
+            bytes_up,
+            bytes_down,
+            idle_closed,
+            forwarded_queries,
+            dropped_queries,
+            forwarded_responses,
+            dropped_responses,
+            forwarded_simple_acks,
+            dropped_simple_acks,
+            ext_connections,
+            ext_connections_created,
+            failed_flood,
+            me_connects,
+            me_connect_failed,
+            tls_accepted,
+            tls_rejected,
+            tls_replayed,
+            tls_masked,
+            mask_bytes_up,
+            mask_bytes_down,
+            reloads_ok,
+            reloads_failed
+        )
+    };
+}
+
+impl Stats {
+    /// Every counter as numbers in a fixed order: the scalars, the per-tag handshakes, then
+    /// (IPs, auth keys) per secret. Workers send this to the master.
+    pub fn snapshot(&self) -> Vec<u64> {
+        let mut v = Vec::with_capacity(64 + 2 * self.per_secret.len());
+        macro_rules! push {
+            ($($f:ident),*) => { $( v.push(self.$f.load(Relaxed)); )* };
+        }
+        scalar_counters!(push);
+        v.extend(self.handshakes_ok.iter().map(|c| c.load(Relaxed)));
+        for t in &self.per_secret {
+            let (a, b) = t.counts();
+            v.push(a);
+            v.push(b);
+        }
+        v
+    }
+
+    /// Adds a [`Stats::snapshot`] of another process into these counters.
+    pub fn absorb(&self, snap: &[u64]) {
+        let mut it = snap.iter().copied();
+        macro_rules! add {
+            ($($f:ident),*) => { $( self.$f.fetch_add(it.next().unwrap_or(0), Relaxed); )* };
+        }
+        scalar_counters!(add);
+        for c in &self.handshakes_ok {
+            c.fetch_add(it.next().unwrap_or(0), Relaxed);
+        }
+        for t in &self.per_secret {
+            t.summed[0].fetch_add(it.next().unwrap_or(0), Relaxed);
+            t.summed[1].fetch_add(it.next().unwrap_or(0), Relaxed);
+        }
     }
 }
 
@@ -204,5 +287,26 @@ mod tests {
         assert_eq!(st.per_secret[0].counts(), (0, 0));
         assert_eq!(st.per_secret[1].counts(), (0, 0));
         assert!(SecretUse::new(st.secret(None)).is_none());
+    }
+
+    #[test]
+    fn snapshots_add_up_across_processes() {
+        let a = Stats::with_secrets(2);
+        let b = Stats::with_secrets(2);
+        Stats::inc(&a.accepted);
+        b.accepted.fetch_add(2, Relaxed);
+        Stats::inc(&b.handshakes_ok[2]);
+        b.tls_masked.fetch_add(5, Relaxed);
+        let mut u = SecretUse::new(b.secret(Some(1))).unwrap();
+        u.forwarded("10.0.0.1".parse().unwrap(), 3);
+        let total = Stats::with_secrets(2);
+        total.absorb(&a.snapshot());
+        total.absorb(&b.snapshot());
+        assert_eq!(Stats::get(&total.accepted), 3);
+        assert_eq!(Stats::get(&total.handshakes_ok[2]), 1);
+        assert_eq!(Stats::get(&total.tls_masked), 5);
+        assert_eq!(total.per_secret[1].counts(), (1, 1));
+        assert_eq!(total.per_secret[0].counts(), (0, 0));
+        drop(u);
     }
 }

@@ -228,11 +228,109 @@ async fn connection_cap_refuses_the_65th_cleanly() {
 }
 
 async fn stats_body(port: u16) -> String {
+    http_get(port, "/stats").await
+}
+
+async fn http_get(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    tokio::io::AsyncWriteExt::write_all(&mut s, b"GET /stats HTTP/1.0\r\n\r\n")
+    let req = format!("GET {path} HTTP/1.0\r\n\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut s, req.as_bytes())
         .await
         .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
+}
+
+fn worker_pids(log: &str) -> Vec<(usize, u32)> {
+    log.lines()
+        .filter_map(|l| {
+            let rest = l.split("worker ").nth(1)?;
+            let (id, rest) = rest.split_once(" started (pid ")?;
+            Some((id.parse().ok()?, rest.trim_end_matches(')').parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_share_the_port_a_killed_worker_is_replaced_and_stats_are_summed() {
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let o = format!("2:127.0.0.1:{}", dc.addr().port());
+    let sp = common::free_port().to_string();
+    let mut proxy = common::start(&[
+        "-S",
+        S1,
+        "--dc-override",
+        &o,
+        "-M",
+        "2",
+        "-p",
+        &sp,
+        "--http-stats",
+    ]);
+    assert!(
+        proxy.wait_log("worker 1 started", LIMIT),
+        "{}",
+        proxy.log_text()
+    );
+    let before = worker_pids(&proxy.log_text());
+    assert_eq!(before.len(), 2, "{before:?}");
+    for _ in 0..10 {
+        let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+            .await
+            .unwrap();
+        echo(&mut c).await;
+    }
+    // Kill worker 0 hard: the master starts a new one, the port keeps serving.
+    let victim = before.iter().find(|(id, _)| *id == 0).unwrap().1;
+    signal(victim, libc::SIGKILL);
+    let end = Instant::now() + LIMIT;
+    let replacement = loop {
+        let now = worker_pids(&proxy.log_text());
+        if let Some((_, pid)) = now.iter().find(|(id, pid)| *id == 0 && *pid != victim) {
+            break *pid;
+        }
+        assert!(Instant::now() < end, "no replacement: {}", proxy.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(std::path::Path::new(&format!("/proc/{replacement}")).exists());
+    for _ in 0..20 {
+        let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Abridged))
+            .await
+            .unwrap();
+        echo(&mut c).await;
+    }
+    // /stats sums the live workers (the killed one's counters died with it).
+    let port: u16 = sp.parse().unwrap();
+    let end = Instant::now() + LIMIT;
+    loop {
+        let b = stats_body(port).await;
+        assert!(b.contains("workers\t2"), "{b}");
+        let m = http_get(port, "/metrics").await;
+        let hs: u64 = m
+            .lines()
+            .find_map(|l| l.strip_prefix("mtproxy_client_accepted_total "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if hs >= 20 {
+            break;
+        }
+        assert!(Instant::now() < end, "summed accepted stayed at {hs}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGTERM to the master stops everything with exit 0.
+    let pids = worker_pids(&proxy.log_text());
+    signal(proxy.child.id(), libc::SIGTERM);
+    assert_eq!(wait_exit(&mut proxy.child, LIMIT).await, Some(0));
+    let end = Instant::now() + LIMIT;
+    for (_, pid) in pids {
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z"))
+            .unwrap_or(false)
+        {
+            assert!(Instant::now() < end, "worker {pid} outlived the master");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
 }
