@@ -41,6 +41,10 @@ isolated() {
   fi
 }
 
+step "docker/run.sh (container entry point)"
+bash tests/docker/test_run_sh.sh
+isolated bash tests/docker/test_run_sh_real.sh "$TARGET/release/mtproto-proxy"
+
 step "tests (unit, end-to-end, real client)"
 export MTPROXY_TEST_PYTHON="$VENV/bin/python"
 isolated cargo test --workspace --offline -- --include-ignored

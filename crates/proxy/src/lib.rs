@@ -516,7 +516,11 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     }
     let stats = Arc::new(stats::Stats::with_secrets(secrets.len()));
 
-    let host = links::public_host(opts.public_host.as_deref(), opts.address);
+    let host = links::public_host(
+        opts.public_host.as_deref(),
+        opts.nat_info.first().map(|(_, g)| *g),
+        opts.address,
+    );
     if links::is_local(&host) {
         warn!("links use {host}: pass --public-host with the address clients reach");
     }

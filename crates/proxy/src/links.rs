@@ -8,10 +8,19 @@
 use mtproto_wire::secret::{link, link_with, ClientSecret, LinkKind};
 use std::net::{IpAddr, Ipv4Addr};
 
-/// The host to print in links.
-pub fn public_host(explicit: Option<&str>, address: Option<Ipv4Addr>) -> String {
+/// The host to print in links: `--public-host`, else the global side of the first
+/// `--nat-info` rule (the address clients reach behind NAT, as in Docker), else
+/// `--address`, else an interface address.
+pub fn public_host(
+    explicit: Option<&str>,
+    nat_global: Option<Ipv4Addr>,
+    address: Option<Ipv4Addr>,
+) -> String {
     if let Some(h) = explicit {
         return h.to_string();
+    }
+    if let Some(g) = nat_global {
+        return g.to_string();
     }
     if let Some(a) = address {
         return a.to_string();
@@ -96,14 +105,14 @@ mod tests {
 
     #[test]
     fn host_precedence() {
+        let ten = Some(Ipv4Addr::new(10, 0, 0, 1));
+        let global = Some(Ipv4Addr::new(203, 0, 113, 5));
         assert_eq!(
-            public_host(Some("proxy.example.net"), Some(Ipv4Addr::new(10, 0, 0, 1))),
+            public_host(Some("proxy.example.net"), global, ten),
             "proxy.example.net"
         );
-        assert_eq!(
-            public_host(None, Some(Ipv4Addr::new(10, 0, 0, 1))),
-            "10.0.0.1"
-        );
+        assert_eq!(public_host(None, global, ten), "203.0.113.5");
+        assert_eq!(public_host(None, None, ten), "10.0.0.1");
     }
 
     #[test]

@@ -174,6 +174,7 @@ async fn tls_sessions_in_me_mode_carry_the_ad_tag() {
     let cfg = dir.join("proxy-multi.conf").to_string_lossy().into_owned();
     let tag = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
     let proxy = common::start(&[
+        "-v",
         "-S",
         S1,
         "-D",
@@ -186,7 +187,12 @@ async fn tls_sessions_in_me_mode_carry_the_ad_tag() {
         tag,
         &cfg,
     ]);
-    me.wait_ready(4, LIMIT).await.unwrap();
+    let needle = format!("Connected to RPC Middle-End {}", me.addr());
+    assert!(
+        proxy.wait_log_count(&needle, 4, LIMIT),
+        "{}",
+        proxy.log_text()
+    );
     let mut c = Client::connect(
         proxy.addr(),
         ClientOpts::tls(key(S1), Some("localhost".into())),

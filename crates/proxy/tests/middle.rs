@@ -76,16 +76,19 @@ async fn fake_me(files: &Files, responder: Responder) -> FakeMe {
 async fn setup(files: &Files, me1: &FakeMe, me2: &FakeMe, extra: &[&str]) -> common::Proxy {
     let cfg = files.write_config("proxy-multi.conf", me1.addr(), me2.addr());
     let pwd = files.path("proxy-secret");
-    let mut args = vec!["-S", S1, "-S", S2, "--aes-pwd", &pwd];
+    // -v: the proxy logs each ME connection it has made ready, which is what tests wait for.
+    let mut args = vec!["-v", "-S", S1, "-S", S2, "--aes-pwd", &pwd];
     args.extend_from_slice(extra);
     args.push(&cfg);
     let proxy = common::start(&args);
-    me1.wait_ready(4, LIMIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log_text()));
-    me2.wait_ready(4, LIMIT)
-        .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", proxy.log_text()));
+    for me in [me1, me2] {
+        let needle = format!("Connected to RPC Middle-End {}", me.addr());
+        assert!(
+            proxy.wait_log_count(&needle, 4, LIMIT),
+            "{}",
+            proxy.log_text()
+        );
+    }
     proxy
 }
 
@@ -309,6 +312,11 @@ async fn me_restart_closes_bound_clients_and_the_pool_reconnects_without_leaks()
         me2.wait_ready(ready_before + 4, LIMIT)
             .await
             .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let needle = format!("Connected to RPC Middle-End {}", me2.addr());
+        assert!(
+            proxy.wait_log_count(&needle, 4 * (round + 2), LIMIT),
+            "round {round}"
+        );
         let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(S1), Tag::Intermediate))
             .await
             .unwrap();
@@ -422,7 +430,8 @@ async fn sighup_reload_applies_good_configs_and_keeps_serving_on_bad_ones() {
     let me3 = fake_me(&files, Responder::Echo).await;
     files.write_config("proxy-multi.conf", me1.addr(), me3.addr());
     send_signal(pid, libc::SIGHUP);
-    me3.wait_ready(4, LIMIT).await.unwrap();
+    let needle = format!("Connected to RPC Middle-End {}", me3.addr());
+    assert!(proxy.wait_log(&needle, LIMIT), "{}", proxy.log_text());
     let mut c2 = Client::connect(proxy.addr(), ClientOpts::new(key(S1), Tag::Abridged))
         .await
         .unwrap();

@@ -96,8 +96,13 @@ async fn telethon_gets_res_pq_through_the_proxy_in_me_mode() {
     std::fs::write(&cfg, format!("proxy_for 2 {};\ndefault 2;\n", me.addr())).unwrap();
     let pwd = dir.join("proxy-secret").to_string_lossy().into_owned();
     let cfg_s = cfg.to_string_lossy().into_owned();
-    let proxy = common::start(&["-S", SECRET, "--aes-pwd", &pwd, &cfg_s]);
-    me.wait_ready(4, Duration::from_secs(30)).await.unwrap();
+    let proxy = common::start(&["-v", "-S", SECRET, "--aes-pwd", &pwd, &cfg_s]);
+    let needle = format!("Connected to RPC Middle-End {}", me.addr());
+    assert!(
+        proxy.wait_log_count(&needle, 4, Duration::from_secs(30)),
+        "{}",
+        proxy.log_text()
+    );
     let port = proxy.port.to_string();
     for mode in ["abridged", "intermediate", "randomized"] {
         let out = Command::new(python())

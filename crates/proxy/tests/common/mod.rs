@@ -27,6 +27,18 @@ impl Proxy {
         self.log.0.lock().unwrap().join("\n")
     }
 
+    /// Waits until at least `n` log lines contain `needle`; false after `limit`.
+    pub fn wait_log_count(&self, needle: &str, n: usize, limit: Duration) -> bool {
+        let (lock, cv) = &*self.log;
+        let guard = lock.lock().unwrap();
+        let (_g, res) = cv
+            .wait_timeout_while(guard, limit, |lines| {
+                lines.iter().filter(|l| l.contains(needle)).count() < n
+            })
+            .unwrap();
+        !res.timed_out()
+    }
+
     /// Waits (woken by each new log line) until a line contains `needle`; false after `limit`.
     pub fn wait_log(&self, needle: &str, limit: Duration) -> bool {
         let (lock, cv) = &*self.log;
