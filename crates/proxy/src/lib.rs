@@ -210,7 +210,7 @@ fn bind_stats_port(opts: &cli::Options) -> Result<Option<std::net::TcpListener>,
     };
     let mut last_err = None;
     for port in first..=last {
-        match listener::bind(http_stats::bind_addr(port), opts.backlog) {
+        match listener::bind(http_stats::bind_addr(port), opts.backlog, false) {
             Ok(l) => return Ok(Some(l)),
             Err(e) => last_err = Some(e),
         }
@@ -469,7 +469,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
             let mut listeners = Vec::new();
             for &port in &opts.ports {
                 let addr = listener::bind_addr(port, opts.ipv6, opts.address);
-                let l = listener::bind(addr, opts.backlog).map_err(|e| {
+                let l = listener::bind(addr, opts.backlog, opts.reuse_port).map_err(|e| {
                     (
                         1,
                         format!("cannot open http/tcp server socket at port {port}: {e}"),

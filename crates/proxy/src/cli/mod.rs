@@ -176,6 +176,9 @@ pub struct Options {
     /// Extension `--drain-timeout SECS`: after SIGTERM/SIGINT, how long open sessions may
     /// finish before the process exits (default 5 s).
     pub drain_timeout: Duration,
+    /// Extension `--reuse-port`: SO_REUSEPORT on the client ports, so a new process can
+    /// start serving them before the old one stops (zero-downtime upgrades).
+    pub reuse_port: bool,
     /// Long names of every option that appeared, in order, duplicates included.
     pub given: Vec<&'static str>,
 }
@@ -226,6 +229,7 @@ impl Default for Options {
             mask_host: None,
             tls_require_sni: false,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            reuse_port: false,
             given: Vec::new(),
         }
     }
@@ -363,6 +367,7 @@ enum Id {
     MaskHost,
     TlsRequireSni,
     DrainTimeout,
+    ReusePort,
 }
 
 struct OptDef {
@@ -667,6 +672,12 @@ const OPTIONS: &[OptDef] = &[
         "drain-timeout",
         Arg::Required,
         "seconds open sessions may finish after SIGTERM/SIGINT before the process exits (default 5; fractions allowed)",
+    ),
+    ext(
+        Id::ReusePort,
+        "reuse-port",
+        Arg::No,
+        "set SO_REUSEPORT on client ports so a new process can take over without a gap (zero-downtime upgrade)",
     ),
     ext(
         Id::TlsRequireSni,
@@ -1042,6 +1053,7 @@ impl Parser {
             Id::Direct => self.opts.direct = true,
             Id::NoFastMode => self.opts.no_fast_mode = true,
             Id::TlsRequireSni => self.opts.tls_require_sni = true,
+            Id::ReusePort => self.opts.reuse_port = true,
             Id::DrainTimeout => {
                 self.opts.drain_timeout = parse_seconds(&v)
                     .ok_or_else(|| self.usage1(bad_seconds("--drain-timeout", &v)))?;

@@ -1034,6 +1034,7 @@ fn usage_text_matches_c() {
         "--no-fast-mode ",
         "--mask-host <arg>",
         "--drain-timeout <arg>",
+        "--reuse-port ",
         "--tls-require-sni ",
     ];
     assert_eq!(ext_lines.len(), names.len());
