@@ -80,7 +80,7 @@
 //! | `vmsize_bytes`, `vmrss_bytes`, `vmdata_bytes` | the fields ([`StatsView::fill_process`]: /proc/self/statm, as C) |
 //! | `config_filename`, `config_loaded_at`, `config_size`, `config_md5`, `config_auth_clusters` | the fields (direct mode: empty and 0) |
 //! | `workers`, `window_clamp` | the fields |
-//! | `queries_get`, `qps_get`, `expired_forwarded_queries`, `active_rpcs*`, `rpc_dropped_*`, `mtproto_proxy_errors`, `connections_failed_lru`, `pending_http_queries`, `total_active_network_events` | 0 (always 0 in C too, or no equivalent) |
+//! | `queries_get`, `qps_get`, `expired_forwarded_queries`, `active_rpcs*`, `rpc_dropped_*`, `mtproto_proxy_errors`, `pending_http_queries`, `total_active_network_events` | 0 (always 0 in C too, or no equivalent) |
 //! | `tot_forwarded_queries`, `dropped_queries`, `tot_forwarded_responses`, `dropped_responses`, `tot_forwarded_simple_acks`, `dropped_simple_acks`, `ext_connections`, `ext_connections_created` | the same-named counters |
 //! | `connections_failed_flood` | `failed_flood` |
 //! | `http_connections`, `http_queries`, `http_bad_headers` | this server's own counters ([`serve`] fills them) |
@@ -234,6 +234,9 @@ pub struct StatsView {
     pub ext_connections: u64,
     pub ext_connections_created: u64,
     pub failed_flood: u64,
+    /// Clients closed because all clients together had too much waiting (C
+    /// `connections_failed_lru`; here: the `--msg-buffers-size` budget).
+    pub failed_lru: u64,
     pub me_connects: u64,
     pub me_connect_failed: u64,
     /// Pool targets alive (including ones being drained after a reload).
@@ -320,6 +323,7 @@ impl Default for StatsView {
             ext_connections: 0,
             ext_connections_created: 0,
             failed_flood: 0,
+            failed_lru: 0,
             me_connects: 0,
             me_connect_failed: 0,
             me_targets: 0,
@@ -363,6 +367,7 @@ impl StatsView {
         self.ext_connections = g(&s.ext_connections);
         self.ext_connections_created = g(&s.ext_connections_created);
         self.failed_flood = g(&s.failed_flood);
+        self.failed_lru = g(&s.failed_lru);
         self.me_connects = g(&s.me_connects);
         self.me_connect_failed = g(&s.me_connect_failed);
         self.outbound_connections_created = self.me_connects;
@@ -759,10 +764,10 @@ pub fn render_stats(v: &StatsView) -> String {
         "total_network_buffer_chunks_allocated",
         "total_network_buffer_chunks_allocated_max",
         "mtproto_proxy_errors",
-        "connections_failed_lru",
     ] {
         b.kv(k, 0);
     }
+    b.kv("connections_failed_lru", v.failed_lru);
     b.kv("connections_failed_flood", v.failed_flood);
     b.kv("http_connections", v.http_connections);
     b.kv("pending_http_queries", 0);
@@ -1716,6 +1721,7 @@ mod tests {
             dropped_simple_acks: 16,
             ext_connections: 2,
             ext_connections_created: 17,
+            failed_lru: 0,
             failed_flood: 18,
             me_connects: 9,
             me_connect_failed: 19,

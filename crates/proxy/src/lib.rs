@@ -73,8 +73,6 @@ const NO_EFFECT_IN_C: &[&str] = &[
     // No DH and no RPC server port here: C's effects do not apply.
     "allow-skip-dh",
     "max-dh-accept-rate",
-    // Buffers are per connection and bounded by design; there is no global pool to size.
-    "msg-buffers-size",
 ];
 /// Options that only matter in middle-proxy mode.
 const ME_ONLY: &[&str] = &["aes-pwd", "nat-info", "ping-interval"];
@@ -631,6 +629,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                     nat: opts.nat_info.clone(),
                     bind_v4: opts.address,
                     ping_interval: Duration::from_secs_f64(opts.ping_interval),
+                    queue_budget: opts.msg_buffers_size,
                 };
                 let pool = middle::pool::Pool::new(loaded.config.clone(), ident, stats.clone());
                 pool.apply(loaded.config);

@@ -47,8 +47,12 @@ pub struct Stats {
     /// Sessions bound to an ME now (`ext_connections`) and ever (`ext_connections_created`).
     pub ext_connections: AtomicU64,
     pub ext_connections_created: AtomicU64,
-    /// Clients closed because too much waited for them (`connections_failed_flood`).
+    /// Clients closed because too much waited for them (`connections_failed_flood`), and
+    /// because all clients together had too much waiting (`connections_failed_lru`).
     pub failed_flood: AtomicU64,
+    pub failed_lru: AtomicU64,
+    /// Bytes from MEs waiting to be written to clients, all sessions together (gauge).
+    pub me_queued_bytes: AtomicU64,
     /// ME connections that completed the handshake, and dial/handshake failures.
     pub me_connects: AtomicU64,
     pub me_connect_failed: AtomicU64,

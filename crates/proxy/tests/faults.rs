@@ -319,3 +319,75 @@ async fn half_open_clients_are_closed_by_the_idle_timeout() {
         .unwrap();
     echo(&mut active).await.unwrap();
 }
+
+/// A client that sends but never reads, in ME mode: the answers waiting for it are capped
+/// (here by a 1 MiB `--msg-buffers-size` budget; 32 MiB per client as C) and it is closed;
+/// the counters say so and another client is unaffected.
+#[tokio::test(flavor = "multi_thread")]
+async fn client_that_never_reads_is_capped_and_closed() {
+    let mut secret = vec![0u8; 64];
+    rand::thread_rng().fill_bytes(&mut secret);
+    let me = FakeMe::start(FakeMeConfig::new(secret.clone()).responder(Responder::Echo))
+        .await
+        .unwrap();
+    let (dir, pwd, cfg) = me_files(
+        &secret,
+        &format!("proxy_for 2 {};\ndefault 2;\n", me.addr()),
+    );
+    let sp = common::free_port();
+    let sps = sp.to_string();
+    let proxy = common::start(&[
+        "-v",
+        "-S",
+        S1,
+        "--aes-pwd",
+        &pwd,
+        "--msg-buffers-size",
+        "1m",
+        "-p",
+        &sps,
+        "--http-stats",
+        &cfg,
+    ]);
+    let needle = format!("Connected to RPC Middle-End {}", me.addr());
+    assert!(proxy.wait_log_count(&needle, 4, LIMIT));
+    let mut bystander = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+        .await
+        .unwrap();
+    echo(&mut bystander).await.unwrap();
+    let mut hog = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+        .await
+        .unwrap();
+    let big = payload(512 * 1024);
+    let sender = tokio::spawn(async move {
+        for _ in 0..64 {
+            if hog.send_packet(&big).await.is_err() {
+                break;
+            }
+        }
+        hog
+    });
+    let end = Instant::now() + LIMIT;
+    loop {
+        let b = {
+            let mut s = TcpStream::connect(("127.0.0.1", sp)).await.unwrap();
+            s.write_all(b"GET /stats HTTP/1.0\r\n\r\n").await.unwrap();
+            let mut out = String::new();
+            s.read_to_string(&mut out).await.unwrap();
+            out
+        };
+        if b.lines()
+            .any(|l| l.starts_with("connections_failed_lru\t") && !l.ends_with("\t0"))
+        {
+            break;
+        }
+        assert!(Instant::now() < end, "never capped:\n{b}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut hog = timeout(LIMIT, sender).await.unwrap().unwrap();
+    timeout(LIMIT, hog.wait_closed()).await.unwrap().unwrap();
+    for _ in 0..10 {
+        echo(&mut bystander).await.unwrap();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -50,6 +50,9 @@ pub enum CloseCause {
     MeLost,
     /// More than [`MAX_QUEUED`] bytes waited for a client that does not read.
     Flood,
+    /// All clients together had more than the process budget (`--msg-buffers-size`)
+    /// waiting; this client's answer would have gone over it.
+    Budget,
 }
 
 /// Bytes that may wait for one client before it is closed (C: 32 MiB per connection,
@@ -77,6 +80,8 @@ pub struct Ident {
     pub bind_v4: Option<Ipv4Addr>,
     /// Interval of our own RPC_PING (C never pings; telemt does, and MEs accept it).
     pub ping_interval: Duration,
+    /// Bytes that may wait for clients in the whole process (`--msg-buffers-size`).
+    pub queue_budget: u64,
 }
 
 impl Ident {
@@ -107,6 +112,7 @@ pub struct MeConn {
     tx: mpsc::Sender<Vec<u8>>,
     sessions: Mutex<HashMap<i64, SessionLink>>,
     alive: AtomicBool,
+    queue_budget: u64,
 }
 
 impl MeConn {
@@ -383,7 +389,9 @@ pub async fn establish(
     );
 
     let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
+    let queue_budget = ident.queue_budget;
     let conn = Arc::new(MeConn {
+        queue_budget,
         id,
         target,
         tx,
@@ -474,10 +482,20 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
             return false;
         };
         let queued = link.queued.fetch_add(size, Relaxed) + size;
-        if queued > MAX_QUEUED {
+        let total = stats.me_queued_bytes.fetch_add(size as u64, Relaxed) + size as u64;
+        let cause = if queued > MAX_QUEUED {
+            Some((CloseCause::Flood, &stats.failed_flood))
+        } else if total > conn.queue_budget {
+            Some((CloseCause::Budget, &stats.failed_lru))
+        } else {
+            None
+        };
+        if let Some((cause, counter)) = cause {
+            link.queued.fetch_sub(size, Relaxed);
+            stats.me_queued_bytes.fetch_sub(size as u64, Relaxed);
             let link = sessions.remove(&conn_id).expect("present");
-            let _ = link.tx.send(ToClient::Close(CloseCause::Flood));
-            Stats::inc(&stats.failed_flood);
+            let _ = link.tx.send(ToClient::Close(cause));
+            Stats::inc(counter);
             return true;
         }
         if link.tx.send(msg).is_err() {

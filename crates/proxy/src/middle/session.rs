@@ -229,10 +229,12 @@ pub async fn serve<R, W>(
                     match m {
                         ToClient::Data(d) => {
                             queued.fetch_sub(d.len(), Relaxed);
+                            stats.me_queued_bytes.fetch_sub(d.len() as u64, Relaxed);
                             writer.packet(&d);
                         }
                         ToClient::QuickAck(t) => {
                             queued.fetch_sub(4, Relaxed);
+                            stats.me_queued_bytes.fetch_sub(4, Relaxed);
                             writer.quick_ack(t);
                         }
                         ToClient::Close(cause) => {
@@ -253,6 +255,10 @@ pub async fn serve<R, W>(
     if let Some(b) = binding {
         stats.ext_connections.fetch_sub(1, Relaxed);
         b.conn.unregister(b.id);
+        // Whatever still waits in the channel is dropped with it.
+        stats
+            .me_queued_bytes
+            .fetch_sub(queued.swap(0, Relaxed) as u64, Relaxed);
         // RPC_CLOSE_CONN unless the ME closed the session itself or its connection is gone.
         let me_side_gone = matches!(why, End::Me(CloseCause::ClosedByMe | CloseCause::MeLost));
         if !me_side_gone && b.conn.is_alive() {
