@@ -555,9 +555,16 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                     .flat_map(|d| links::tls_lines(&host, port, key, d, i + 1))
                     .collect()
             };
+            // Links carry the secret: they go to stdout, never into a log line.
             for line in lines {
-                info!("{line}");
+                println!("{line}");
             }
+        }
+        if !secrets.is_empty() {
+            info!(
+                "proxy links for {} secret(s) printed on stdout",
+                secrets.len()
+            );
         }
     }
 

@@ -334,3 +334,65 @@ async fn workers_share_the_port_a_killed_worker_is_replaced_and_stats_are_summed
         }
     }
 }
+
+/// No secret ever appears in a log line, at the highest verbosity, through handshakes,
+/// sessions and bad input; the links (which must carry it) go to stdout.
+#[tokio::test(flavor = "multi_thread")]
+async fn no_secret_in_any_log_line() {
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let o = format!("2:127.0.0.1:{}", dc.addr().port());
+    let proxy = common::start(&[
+        "-vvv",
+        "-S",
+        S1,
+        "--dc-override",
+        &o,
+        "--handshake-timeout",
+        "1",
+    ]);
+    let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+        .await
+        .unwrap();
+    echo(&mut c).await;
+    drop(c);
+    let mut bad = TcpStream::connect(proxy.addr()).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut bad, &[0u8; 64])
+        .await
+        .unwrap();
+    let mut sink = Vec::new();
+    let _ = timeout(LIMIT, bad.read_to_end(&mut sink)).await;
+    assert!(proxy.wait_log("no secret matches", LIMIT));
+    let log = proxy.log_text().to_lowercase();
+    assert!(log.contains("links for 1 secret(s) printed on stdout"));
+    assert!(!log.contains(S1), "the secret appeared in the log");
+    assert!(
+        !log.contains(&S1[..12]),
+        "part of the secret appeared in the log"
+    );
+    // The links themselves are on stdout.
+    let out = Command::new(common::BIN)
+        .args([
+            "-S",
+            S1,
+            "--address",
+            "127.0.0.1",
+            "-H",
+            &common::free_port().to_string(),
+            "--public-host",
+            "proxy.example",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = out.id();
+    let mut reader = std::io::BufReader::new(out.stdout.unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
+    signal(pid, libc::SIGKILL);
+    assert!(
+        first.contains("tg://proxy?server=proxy.example&port=") && first.contains(S1),
+        "{first}"
+    );
+}
