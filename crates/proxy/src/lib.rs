@@ -337,7 +337,9 @@ async fn master_main(
             Err(e) => error!("cannot register the stats listener: {e}"),
         }
     }
-    drop(listeners);
+    // The master never accepts, but keeps the listening sockets open for its whole life:
+    // workers started (and replaced) later inherit them from here.
+    let _listeners = listeners;
     let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),

@@ -281,6 +281,19 @@ async fn workers_share_the_port_a_killed_worker_is_replaced_and_stats_are_summed
             .unwrap();
         echo(&mut c).await;
     }
+    // Both workers are serving: none died and was replaced on its own.
+    let log = proxy.log_text();
+    assert!(
+        !log.contains("terminated") && !log.contains("cannot register"),
+        "{log}"
+    );
+    assert_eq!(worker_pids(&log).len(), 2, "{log}");
+    for _ in 0..10 {
+        let mut c = Client::connect(proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+            .await
+            .unwrap();
+        echo(&mut c).await;
+    }
     // Kill worker 0 hard: the master starts a new one, the port keeps serving.
     let victim = before.iter().find(|(id, _)| *id == 0).unwrap().1;
     signal(victim, libc::SIGKILL);
