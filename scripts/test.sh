@@ -45,9 +45,14 @@ step "docker/run.sh (container entry point)"
 bash tests/docker/test_run_sh.sh
 isolated bash tests/docker/test_run_sh_real.sh "$TARGET/release/mtproto-proxy"
 
+BIN_SOAK="$TARGET/release/mtproto-proxy"
+
 step "tests (unit, end-to-end, real client)"
 export MTPROXY_TEST_PYTHON="$VENV/bin/python"
 isolated cargo test --workspace --offline -- --include-ignored
+
+step "soak (short): sessions with mixed traffic and churn, fds and RSS flat"
+isolated "$TARGET/release/mtproxy-soak" --proxy-bin "$BIN_SOAK" --sessions 2000 --duration 30 --sample 3
 
 # The shared interop harness: a Python fake ME verified against the C proxy.
 SHARED="${MTPROXY_SHARED:-$PWD/../shared}"

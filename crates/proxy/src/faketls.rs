@@ -79,7 +79,6 @@ pub struct TlsReader<R> {
     /// Decoded payload not yet handed out.
     pending: Vec<u8>,
     pos: usize,
-    raw: Box<[u8]>,
 }
 
 impl<R> TlsReader<R> {
@@ -91,7 +90,6 @@ impl<R> TlsReader<R> {
             records,
             pending,
             pos: 0,
-            raw: vec![0u8; 16 * 1024].into_boxed_slice(),
         }
     }
 }
@@ -109,23 +107,29 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
                 buf.put_slice(&this.pending[this.pos..this.pos + n]);
                 this.pos += n;
                 if this.pos == this.pending.len() {
-                    this.pending.clear();
+                    // Idle sessions keep no decoded-payload buffer.
+                    this.pending = Vec::new();
                     this.pos = 0;
                 }
                 return Poll::Ready(Ok(()));
             }
-            let mut rb = ReadBuf::new(&mut this.raw);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut rb) {
+            // The raw buffer is borrowed from the pool for this read only.
+            let mut raw = crate::bufpool::take();
+            let mut rb = ReadBuf::new(&mut raw);
+            let res = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
+            let n = rb.filled().len();
+            let fed = match res {
+                Poll::Ready(Ok(())) if n > 0 => this.records.feed(&raw[..n], &mut this.pending),
+                _ => Ok(()),
+            };
+            crate::bufpool::give(raw);
+            match res {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                // EOF: a record cut in the middle is the peer's problem; end of stream.
+                Poll::Ready(Ok(())) if n == 0 => return Poll::Ready(Ok(())),
                 Poll::Ready(Ok(())) => {
-                    let n = rb.filled().len();
-                    if n == 0 {
-                        // EOF: a record cut in the middle is the peer's problem; end of stream.
-                        return Poll::Ready(Ok(()));
-                    }
-                    let filled = &this.raw[..n];
-                    if let Err(e) = this.records.feed(filled, &mut this.pending) {
+                    if let Err(e) = fed {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::InvalidData,
                             e.to_string(),
@@ -176,7 +180,8 @@ impl<W: AsyncWrite + Unpin> TlsWriter<W> {
                 Poll::Ready(Ok(n)) => self.sent += n,
             }
         }
-        self.out.clear();
+        // Idle sessions keep no record buffer.
+        self.out = Vec::new();
         self.sent = 0;
         Poll::Ready(Ok(()))
     }

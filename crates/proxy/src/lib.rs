@@ -5,6 +5,7 @@
 //! [`relay`] moves bytes both ways until either side ends. [`cli`] is C's command line,
 //! [`dc`] the DC table, [`links`] the start-up links, [`logging`] C-style log lines.
 
+pub mod bufpool;
 pub mod cli;
 pub mod config;
 pub mod dc;
@@ -876,8 +877,12 @@ async fn serve(
     };
     // Stop accepting (the listening sockets close with their tasks), then let open sessions
     // finish for up to the drain timeout; a second signal ends the process at once (C).
-    for t in tasks {
+    for t in &tasks {
         t.abort();
+    }
+    // Wait until the accept tasks are gone: their listening sockets are closed then.
+    for t in tasks {
+        let _ = t.await;
     }
     let open = shared
         .stats

@@ -11,15 +11,17 @@
 //! direction keeps running; the session ends when both directions have ended, on the first
 //! error, or after `idle` without a byte in either direction.
 //!
-//! Buffers are allocated only when a direction first has data to read, so an idle session
-//! holds no relay buffers.
+//! Buffers come from a per-thread pool while a direction has data to read and go back when
+//! its socket would block, so an idle session holds no relay buffers and a busy one does
+//! not allocate per packet.
 
+use crate::bufpool;
 use mtproto_wire::crypto::AesCtr;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::ReadHalf;
 use tokio::time::Instant;
 
@@ -34,9 +36,6 @@ impl PollReadReady for ReadHalf<'_> {
         self.as_ref().poll_read_ready(cx)
     }
 }
-
-/// Size of one direction's buffer.
-pub const BUF_SIZE: usize = 16 * 1024;
 
 /// The in-place transform of one direction: decrypt with the reader's stream, then
 /// encrypt with the writer's.
@@ -149,21 +148,61 @@ async fn pump(
     start: Instant,
     counter: &AtomicU64,
 ) -> io::Result<u64> {
-    // Lazy buffer: an idle direction holds none.
-    std::future::poll_fn(|cx| r.poll_read_ready(cx)).await?;
-    let mut buf = vec![0u8; BUF_SIZE];
     let mut total = 0u64;
     loop {
-        let n = r.read(&mut buf).await?;
+        // No buffer while waiting: an idle direction holds no memory.
+        std::future::poll_fn(|cx| r.poll_read_ready(cx)).await?;
+        let mut buf = bufpool::take();
+        let res = burst(
+            &mut r, &mut w, &mut t, &mut buf, last, start, counter, &mut total,
+        )
+        .await;
+        bufpool::give(buf);
+        match res {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = w.shutdown().await;
+                return Ok(total);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads and forwards until the reader would block (Ok(true)) or ends (Ok(false)).
+#[allow(clippy::too_many_arguments)]
+async fn burst(
+    r: &mut impl PollReadReady,
+    w: &mut (impl AsyncWrite + Unpin),
+    t: &mut Transform,
+    buf: &mut [u8],
+    last: &AtomicU64,
+    start: Instant,
+    counter: &AtomicU64,
+    total: &mut u64,
+) -> io::Result<bool> {
+    loop {
+        // One read attempt without waiting: Pending means the burst is over.
+        let attempt = std::future::poll_fn(|cx| {
+            let mut rb = tokio::io::ReadBuf::new(buf);
+            match std::pin::Pin::new(&mut *r).poll_read(cx, &mut rb) {
+                Poll::Pending => Poll::Ready(None),
+                Poll::Ready(res) => Poll::Ready(Some(res.map(|()| rb.filled().len()))),
+            }
+        })
+        .await;
+        let n = match attempt {
+            None => return Ok(true),
+            Some(res) => res?,
+        };
         if n == 0 {
-            let _ = w.shutdown().await;
-            return Ok(total);
+            return Ok(false);
         }
         t.apply(&mut buf[..n]);
         w.write_all(&buf[..n]).await?;
         // A no-op on a socket; pushes out what a record-layer writer buffered.
         w.flush().await?;
-        total += n as u64;
+        *total += n as u64;
         counter.fetch_add(n as u64, Relaxed);
         last.store(start.elapsed().as_millis() as u64, Relaxed);
     }

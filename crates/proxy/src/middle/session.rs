@@ -11,7 +11,7 @@
 
 use super::conn::{CloseCause, MeConn, SessionLink, ToClient};
 use super::Middle;
-use crate::relay::Halves;
+use crate::relay::{Halves, PollReadReady};
 use crate::stats::Stats;
 use mtproto_wire::crypto::AesCtr;
 use mtproto_wire::obfs2::{Accepted, Tag};
@@ -21,8 +21,10 @@ use rand::Rng;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::ReadBuf;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
@@ -73,10 +75,8 @@ impl ClientWriter {
         if !self.out.is_empty() {
             w.write_all(&self.out).await?;
             w.flush().await?;
-            self.out.clear();
-            if self.out.capacity() > 256 * 1024 {
-                self.out.shrink_to(16 * 1024);
-            }
+            // Idle sessions keep no output buffer.
+            self.out = Vec::new();
         }
         Ok(())
     }
@@ -106,7 +106,7 @@ pub async fn serve<R, W>(
     local: SocketAddr,
     acc: Accepted,
 ) where
-    R: AsyncRead + Unpin,
+    R: PollReadReady,
     W: AsyncWrite + Unpin,
 {
     let local = SocketAddr::new(mid.ident_nat(local.ip()), local.port());
@@ -132,30 +132,49 @@ pub async fn serve<R, W>(
     let why = 'session: loop {
         // Make room for the next read (the whole frame must fit once its length is known).
         if start == end {
+            // Nothing buffered: an idle session holds no input buffer (it is allocated
+            // again when the next read comes).
             start = 0;
             end = 0;
+            if !buf.is_empty() {
+                buf = Vec::new();
+            }
         }
         let need = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
             Ok(Some(f)) => f.total_len(),
             Ok(None) => 4,
             Err(e) => break End::BadFrame(e),
         };
-        if buf.len() - start < need.max(4096) {
-            buf.copy_within(start..end, 0);
-            end -= start;
-            start = 0;
-            let want = need.clamp(16 * 1024, MAX_FRAME + 8);
-            if buf.len() < want {
-                buf.resize(want, 0);
-            }
-        }
         tokio::select! {
             _ = tokio::time::sleep_until(last_activity + idle) => break End::Idle,
-            r = rd.read(&mut buf[end..]) => {
-                let n = match r {
-                    Ok(0) => break End::ClientClosed,
-                    Ok(n) => n,
-                    Err(e) => break End::ClientError(e.kind()),
+            ready = std::future::poll_fn(|cx| rd.poll_read_ready(cx)) => {
+                if let Err(e) = ready {
+                    break End::ClientError(e.kind());
+                }
+                // Room for the next read, allocated only now that data is waiting (the
+                // whole frame must fit once its length is known).
+                if buf.len() - start < need.max(4096) {
+                    buf.copy_within(start..end, 0);
+                    end -= start;
+                    start = 0;
+                    let want = need.clamp(16 * 1024, MAX_FRAME + 8);
+                    if buf.len() < want {
+                        buf.resize(want, 0);
+                    }
+                }
+                let attempt = std::future::poll_fn(|cx| {
+                    let mut rb = ReadBuf::new(&mut buf[end..]);
+                    match Pin::new(&mut rd).poll_read(cx, &mut rb) {
+                        Poll::Pending => Poll::Ready(None),
+                        Poll::Ready(r) => Poll::Ready(Some(r.map(|()| rb.filled().len()))),
+                    }
+                })
+                .await;
+                let n = match attempt {
+                    None => continue,
+                    Some(Ok(0)) => break End::ClientClosed,
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => break End::ClientError(e.kind()),
                 };
                 last_activity = tokio::time::Instant::now();
                 dec.apply(&mut buf[end..end + n]);

@@ -1,0 +1,319 @@
+//! `mtproxy-soak`: holds many sessions through a real `mtproto-proxy` (direct mode, to an
+//! in-process fake DC on loopback) with mixed traffic and churn for a set time, samples the
+//! proxy's open fds and RSS every few seconds, and checks that both stay flat after warm-up.
+//!
+//! ```text
+//! mtproxy-soak [--proxy-bin PATH] [--sessions N] [--duration SECS] [--sample SECS]
+//!              [--tolerance FRACTION] [--json PATH]
+//! ```
+//! Defaults: 10 000 sessions, 900 s, a sample every 5 s, 10 % RSS tolerance. Every few
+//! milliseconds a random session sends a packet of 64 B..64 KiB and checks the echo; every
+//! second 1 % of the sessions close and are replaced. The last line is
+//! `soak: N passed, M failed` (checks: no session error, fds flat, RSS flat).
+
+use mtproxy_testkit::{Client, ClientOpts, FakeDc, Tag};
+use rand::{Rng, RngCore};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::Mutex;
+
+struct Args {
+    proxy_bin: String,
+    sessions: usize,
+    duration: Duration,
+    sample: Duration,
+    tolerance: f64,
+    json: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        proxy_bin: "target/release/mtproto-proxy".into(),
+        sessions: 10_000,
+        duration: Duration::from_secs(900),
+        sample: Duration::from_secs(5),
+        tolerance: 0.10,
+        json: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--proxy-bin" => a.proxy_bin = v(),
+            "--sessions" => a.sessions = v().parse().expect("--sessions N"),
+            "--duration" => {
+                a.duration = Duration::from_secs_f64(v().parse().expect("--duration SECS"))
+            }
+            "--sample" => a.sample = Duration::from_secs_f64(v().parse().expect("--sample SECS")),
+            "--tolerance" => a.tolerance = v().parse().expect("--tolerance FRACTION"),
+            "--json" => a.json = Some(v()),
+            "-h" | "--help" => {
+                println!("usage: mtproxy-soak [--proxy-bin PATH] [--sessions N] [--duration SECS] [--sample SECS] [--tolerance F] [--json PATH]");
+                std::process::exit(0);
+            }
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    a
+}
+
+fn raise_nofile(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid struct pointer.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = want.min(lim.rlim_max.max(want));
+        lim.rlim_max = lim.rlim_max.max(want);
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+fn proc_sample(pid: u32) -> (usize, u64) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    let rss = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0);
+    (fds, rss)
+}
+
+const SECRET: [u8; 16] = [0x5a; 16];
+
+async fn open(addr: std::net::SocketAddr, i: usize) -> std::io::Result<Client> {
+    let tag = Tag::ALL[i % 3];
+    let mut c = Client::connect(addr, ClientOpts::new(SECRET, tag)).await?;
+    let p = vec![7u8; 64];
+    c.send_packet(&p).await?;
+    c.recv_packet().await?;
+    Ok(c)
+}
+
+#[tokio::main]
+async fn main() {
+    let a = parse_args();
+    raise_nofile(a.sessions as u64 * 3 + 1000);
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap())
+        .await
+        .expect("fake DC");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = Command::new(&a.proxy_bin)
+        .args([
+            "-S",
+            &hex::encode(SECRET),
+            "--address",
+            "127.0.0.1",
+            "-H",
+            &port.to_string(),
+        ])
+        .args(["--dc-override", &format!("2:{}", dc.addr())])
+        .args([
+            "-c",
+            &(a.sessions * 2 + 1000).to_string(),
+            "--idle-timeout",
+            "3600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the proxy (build it with cargo build --release)");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        match lines.next() {
+            Some(Ok(l)) if l.contains("main loop") => break,
+            Some(Ok(_)) => {}
+            _ => panic!("the proxy did not start"),
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let pid = child.id();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let (fd0, rss0) = proc_sample(pid);
+    println!(
+        "soak: proxy pid {pid}, empty: {fd0} fds, {rss0} KiB RSS; opening {} sessions",
+        a.sessions
+    );
+
+    // Open the sessions, 256 at a time.
+    let slots: Arc<Vec<Mutex<Option<Client>>>> =
+        Arc::new((0..a.sessions).map(|_| Mutex::new(None)).collect());
+    let errors = Arc::new(AtomicU64::new(0));
+    let round_trips = Arc::new(AtomicU64::new(0));
+    let t_open = Instant::now();
+    for chunk in (0..a.sessions).collect::<Vec<_>>().chunks(256) {
+        let mut tasks = Vec::new();
+        for &i in chunk {
+            let slots = slots.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = open(addr, i).await;
+                let ok = c.is_ok();
+                *slots[i].lock().await = c.ok();
+                ok
+            }));
+        }
+        for t in tasks {
+            if !t.await.unwrap() {
+                errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
+    let (fd1, rss1) = proc_sample(pid);
+    println!(
+        "soak: {} sessions open in {:.1} s: {fd1} fds, {rss1} KiB RSS ({:.2} KiB per session)",
+        a.sessions,
+        t_open.elapsed().as_secs_f64(),
+        (rss1.saturating_sub(rss0)) as f64 / a.sessions as f64
+    );
+
+    // Mixed traffic and churn until the end.
+    let end = Instant::now() + a.duration;
+    let workers = 16;
+    let mut traffic = Vec::new();
+    for _ in 0..workers {
+        let (slots, errors, rts) = (slots.clone(), errors.clone(), round_trips.clone());
+        traffic.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let i = rand::thread_rng().gen_range(0..slots.len());
+                let mut slot = slots[i].lock().await;
+                let Some(c) = slot.as_mut() else { continue };
+                let n = 4 * rand::thread_rng().gen_range(16..16 * 1024);
+                let mut p = vec![0u8; n];
+                rand::thread_rng().fill_bytes(&mut p);
+                p[0] = 1;
+                let ok = async {
+                    c.send_packet(&p).await?;
+                    let back = tokio::time::timeout(Duration::from_secs(30), c.recv_packet())
+                        .await
+                        .map_err(std::io::Error::other)??;
+                    if back.len() < p.len() || back[..p.len()] != p[..] {
+                        return Err(std::io::Error::other("echo differs"));
+                    }
+                    Ok::<_, std::io::Error>(())
+                }
+                .await;
+                match ok {
+                    Ok(()) => {
+                        rts.fetch_add(1, Relaxed);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Relaxed);
+                        *slot = None;
+                    }
+                }
+                drop(slot);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }));
+    }
+    {
+        let (slots, errors) = (slots.clone(), errors.clone());
+        traffic.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            while Instant::now() < end {
+                tick.tick().await;
+                for _ in 0..(slots.len() / 100).max(1) {
+                    let i = rand::thread_rng().gen_range(0..slots.len());
+                    let mut slot = slots[i].lock().await;
+                    *slot = None;
+                    match open(addr, i).await {
+                        Ok(c) => *slot = Some(c),
+                        Err(_) => {
+                            errors.fetch_add(1, Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+
+    let mut samples: Vec<(f64, usize, u64)> = Vec::new();
+    let t0 = Instant::now();
+    while Instant::now() < end {
+        tokio::time::sleep(a.sample.min(end.saturating_duration_since(Instant::now()))).await;
+        let (fds, rss) = proc_sample(pid);
+        let t = t0.elapsed().as_secs_f64();
+        println!(
+            "soak: t={t:7.1}s fds={fds:6} rss={rss:8} KiB round_trips={} errors={}",
+            round_trips.load(Relaxed),
+            errors.load(Relaxed)
+        );
+        samples.push((t, fds, rss));
+    }
+    for t in traffic {
+        let _ = t.await;
+    }
+
+    // Flatness after warm-up (the first fifth of the samples).
+    let warm = samples.len() / 5;
+    let steady = &samples[warm.min(samples.len().saturating_sub(1))..];
+    let (fmin, fmax) = steady
+        .iter()
+        .fold((usize::MAX, 0), |(lo, hi), s| (lo.min(s.1), hi.max(s.1)));
+    let (rmin, rmax) = steady
+        .iter()
+        .fold((u64::MAX, 0), |(lo, hi), s| (lo.min(s.2), hi.max(s.2)));
+    let fd_slack = (a.sessions / 50).max(20);
+    let rss_limit = (rmin as f64 * (1.0 + a.tolerance)) as u64 + 4096;
+    let checks = [
+        (
+            "no session errors",
+            errors.load(Relaxed) == 0,
+            format!("{} errors", errors.load(Relaxed)),
+        ),
+        (
+            "fds flat",
+            fmax <= fmin + fd_slack,
+            format!("{fmin}..{fmax} (slack {fd_slack})"),
+        ),
+        (
+            "RSS flat",
+            rmax <= rss_limit,
+            format!("{rmin}..{rmax} KiB (limit {rss_limit} KiB)"),
+        ),
+    ];
+    let mut failed = 0;
+    for (name, ok, detail) in &checks {
+        println!("{} {name}: {detail}", if *ok { "ok  " } else { "FAIL" });
+        failed += usize::from(!ok);
+    }
+    if let Some(path) = &a.json {
+        let series: Vec<String> = samples
+            .iter()
+            .map(|(t, f, r)| format!("{{\"t\":{t:.1},\"fds\":{f},\"rss_kib\":{r}}}"))
+            .collect();
+        let text = format!(
+            "{{\"sessions\":{},\"duration_s\":{},\"round_trips\":{},\"errors\":{},\"empty_rss_kib\":{rss0},\"samples\":[{}]}}\n",
+            a.sessions,
+            a.duration.as_secs(),
+            round_trips.load(Relaxed),
+            errors.load(Relaxed),
+            series.join(",")
+        );
+        std::fs::write(path, text).expect("write the JSON report");
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    println!("soak: {} passed, {failed} failed", checks.len() - failed);
+    std::process::exit(i32::from(failed > 0));
+}
