@@ -383,7 +383,7 @@ async fn no_secret_in_any_log_line() {
         "part of the secret appeared in the log"
     );
     // The links themselves are on stdout.
-    let out = Command::new(common::BIN)
+    let mut out = Command::new(common::BIN)
         .args([
             "-S",
             S1,
@@ -399,11 +399,11 @@ async fn no_secret_in_any_log_line() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let pid = out.id();
-    let mut reader = std::io::BufReader::new(out.stdout.unwrap());
+    let mut reader = std::io::BufReader::new(out.stdout.take().unwrap());
     let mut first = String::new();
     std::io::BufRead::read_line(&mut reader, &mut first).unwrap();
-    signal(pid, libc::SIGKILL);
+    out.kill().unwrap();
+    out.wait().unwrap();
     assert!(
         first.contains("tg://proxy?server=proxy.example&port=") && first.contains(S1),
         "{first}"
