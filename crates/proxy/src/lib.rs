@@ -209,7 +209,7 @@ fn bind_stats_port(opts: &cli::Options) -> Result<Option<std::net::TcpListener>,
     };
     let mut last_err = None;
     for port in first..=last {
-        match listener::bind(http_stats::bind_addr(port), opts.backlog, false) {
+        match listener::bind(http_stats::bind_addr(port), opts.backlog, opts.reuse_port) {
             Ok(l) => return Ok(Some(l)),
             Err(e) => last_err = Some(e),
         }

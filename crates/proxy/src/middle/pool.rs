@@ -61,6 +61,8 @@ struct State {
 /// All ME connections of the process.
 pub struct Pool {
     state: RwLock<State>,
+    /// Woken whenever a connection becomes ready.
+    ready_changed: tokio::sync::Notify,
     ident: RwLock<Ident>,
     stats: Arc<Stats>,
     next_session: AtomicI64,
@@ -79,6 +81,7 @@ impl Pool {
         // Session ids: unique among live sessions; a random non-zero start, then sequential.
         let start = rand::thread_rng().gen_range(1..i64::MAX / 2);
         Arc::new(Pool {
+            ready_changed: tokio::sync::Notify::new(),
             state: RwLock::new(State {
                 config: Arc::new(config),
                 targets: HashMap::new(),
@@ -165,6 +168,23 @@ impl Pool {
             .map(|r| r[0].clone())
     }
 
+    /// Like [`Pool::pick`], but when no connection is ready yet (a process that just
+    /// started, or an ME that is reconnecting) waits up to `limit` for one instead of
+    /// giving up at once (C drops the packet right away; a client then never gets its
+    /// answer, e.g. every client that arrives in a new process's first second).
+    pub async fn pick_or_wait(&self, dc: i16, limit: Duration) -> Option<Arc<MeConn>> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.ready_changed.notified();
+            if let Some(c) = self.pick(dc) {
+                return Some(c);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.pick(dc);
+            }
+        }
+    }
+
     /// (targets, targets with a ready connection, ready connections).
     pub fn counts(&self) -> (usize, usize, usize) {
         let st = self.state.read().expect("state");
@@ -192,6 +212,7 @@ async fn slot(pool: Arc<Pool>, t: Arc<Target>) {
             Ok(Ok((c, run))) => {
                 backoff = BACKOFF_BASE;
                 t.ready.lock().expect("ready").push(c.clone());
+                pool.ready_changed.notify_waiters();
                 Stats::inc(&pool.stats.me_connects);
                 let end = tokio::select! {
                     end = run => end,

@@ -208,7 +208,7 @@ pub async fn serve<R, W>(
                         binding = None;
                     }
                     if binding.is_none() {
-                        let Some(conn) = mid.pool.pick(acc.dc) else {
+                        let Some(conn) = mid.pool.pick_or_wait(acc.dc, super::pool::HANDSHAKE_DEADLINE).await else {
                             Stats::inc(&stats.dropped_queries);
                             dropped = true;
                             continue;
