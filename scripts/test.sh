@@ -41,6 +41,9 @@ isolated() {
   fi
 }
 
+step "fuzz: every parser, 5 s per target (scripts/fuzz.sh SECONDS for longer runs)"
+scripts/fuzz.sh 5
+
 step "docker/run.sh (container entry point)"
 bash tests/docker/test_run_sh.sh
 isolated bash tests/docker/test_run_sh_real.sh "$TARGET/release/mtproto-proxy"
