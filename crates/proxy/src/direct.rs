@@ -39,7 +39,12 @@ where
             acc.dc, route.dc
         );
     }
-    let Some(mut upstream) = dial(shared, &route.addrs).await else {
+    let t0 = std::time::Instant::now();
+    let dialed = dial(shared, &route.addrs).await;
+    if dialed.is_some() {
+        shared.stats.connect_latency.observe(t0.elapsed());
+    }
+    let Some(mut upstream) = dialed else {
         Stats::inc(&shared.stats.upstream_connect_failed);
         warn!(
             "{peer}: cannot reach dc {} at {:?}; closing client",

@@ -375,6 +375,10 @@ impl StatsView {
         self.reloads_failed = g(&s.reloads_failed);
         self.accept_connection_limit_failed = g(&s.accept_limit_refused);
         self.accept_rate_limit_failed = g(&s.accept_rate_refused);
+        let (cum, sum, count) = s.connect_latency.cumulative();
+        self.connect_latency = cum;
+        self.connect_latency_sum = sum;
+        self.connect_latency_count = count;
         self.tls_accepted = g(&s.tls_accepted);
         self.tls_rejected = g(&s.tls_rejected);
         self.tls_masked = g(&s.tls_masked);

@@ -72,8 +72,71 @@ pub struct Stats {
     /// SIGHUP reloads applied and refused.
     pub reloads_ok: AtomicU64,
     pub reloads_failed: AtomicU64,
+    /// Upstream connect latency (DC dials in direct mode; dial + RPC handshake for MEs).
+    pub connect_latency: Histogram,
     /// The fork's per-secret counters, one per secret in command-line order.
     pub per_secret: Vec<SecretTracker>,
+}
+
+/// Upper bounds (seconds) of the connect-latency buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 3.0,
+];
+
+/// A fixed-bucket latency histogram of relaxed atomics (per-bucket counts, not cumulative).
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    /// Observations above the last bucket.
+    over: AtomicU64,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        match LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
+            Some(i) => self.buckets[i].fetch_add(1, Relaxed),
+            None => self.over.fetch_add(1, Relaxed),
+        };
+        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
+        self.count.fetch_add(1, Relaxed);
+    }
+
+    /// (cumulative (le, count) pairs, sum in seconds, count), Prometheus style.
+    pub fn cumulative(&self) -> (Vec<(f64, u64)>, f64, u64) {
+        let mut acc = 0;
+        let v = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(le, c)| {
+                acc += c.load(Relaxed);
+                (*le, acc)
+            })
+            .collect();
+        (
+            v,
+            self.sum_us.load(Relaxed) as f64 / 1e6,
+            self.count.load(Relaxed),
+        )
+    }
+
+    fn snapshot(&self, v: &mut Vec<u64>) {
+        v.extend(self.buckets.iter().map(|c| c.load(Relaxed)));
+        v.push(self.over.load(Relaxed));
+        v.push(self.sum_us.load(Relaxed));
+        v.push(self.count.load(Relaxed));
+    }
+
+    fn absorb(&self, it: &mut impl Iterator<Item = u64>) {
+        for c in &self.buckets {
+            c.fetch_add(it.next().unwrap_or(0), Relaxed);
+        }
+        self.over.fetch_add(it.next().unwrap_or(0), Relaxed);
+        self.sum_us.fetch_add(it.next().unwrap_or(0), Relaxed);
+        self.count.fetch_add(it.next().unwrap_or(0), Relaxed);
+    }
 }
 
 /// A reference-counted set: how many distinct values are in use right now.
@@ -172,6 +235,7 @@ impl Stats {
         }
         scalar_counters!(push);
         v.extend(self.handshakes_ok.iter().map(|c| c.load(Relaxed)));
+        self.connect_latency.snapshot(&mut v);
         for t in &self.per_secret {
             let (a, b) = t.counts();
             v.push(a);
@@ -190,6 +254,7 @@ impl Stats {
         for c in &self.handshakes_ok {
             c.fetch_add(it.next().unwrap_or(0), Relaxed);
         }
+        self.connect_latency.absorb(&mut it);
         for t in &self.per_secret {
             t.summed[0].fetch_add(it.next().unwrap_or(0), Relaxed);
             t.summed[1].fetch_add(it.next().unwrap_or(0), Relaxed);
@@ -312,5 +377,16 @@ mod tests {
         assert_eq!(total.per_secret[1].counts(), (1, 1));
         assert_eq!(total.per_secret[0].counts(), (0, 0));
         drop(u);
+        a.connect_latency
+            .observe(std::time::Duration::from_millis(3));
+        b.connect_latency.observe(std::time::Duration::from_secs(9));
+        let h = Stats::with_secrets(2);
+        h.absorb(&a.snapshot());
+        h.absorb(&b.snapshot());
+        let (cum, sum, count) = h.connect_latency.cumulative();
+        assert_eq!(count, 2);
+        assert!((sum - 9.003).abs() < 1e-6);
+        assert_eq!(cum.iter().find(|(le, _)| *le == 0.005).unwrap().1, 1);
+        assert_eq!(cum.last().unwrap().1, 1, "9 s is above the last bucket");
     }
 }

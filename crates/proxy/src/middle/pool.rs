@@ -203,6 +203,7 @@ async fn slot(pool: Arc<Pool>, t: Arc<Target>) {
     while !t.removed.load(Relaxed) {
         let id = pool.next_conn.fetch_add(1, Relaxed);
         let ident = pool.ident.read().expect("ident").clone();
+        let t0 = std::time::Instant::now();
         let attempt = tokio::time::timeout(
             HANDSHAKE_DEADLINE,
             conn::establish(id, t.addr, &ident, pool.stats.clone()),
@@ -210,6 +211,7 @@ async fn slot(pool: Arc<Pool>, t: Arc<Target>) {
         .await;
         match attempt {
             Ok(Ok((c, run))) => {
+                pool.stats.connect_latency.observe(t0.elapsed());
                 backoff = BACKOFF_BASE;
                 t.ready.lock().expect("ready").push(c.clone());
                 pool.ready_changed.notify_waiters();
