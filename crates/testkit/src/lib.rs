@@ -8,6 +8,7 @@
 //! Everything is tokio-based and records what it sees so tests can await facts instead of
 //! sleeping.
 
+pub mod bench;
 pub mod client;
 pub mod fake_dc;
 pub mod fake_me;
