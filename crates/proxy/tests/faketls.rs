@@ -36,6 +36,25 @@ async fn site() -> TlsSite {
         .unwrap()
 }
 
+/// A TLS stand-in site, a fake DC, and the proxy in fake-TLS direct mode pointing at both.
+async fn tls_direct() -> (TlsSite, FakeDc, common::Proxy) {
+    let site = site().await;
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let o = format!("2:127.0.0.1:{}", dc.addr().port());
+    let m = format!("127.0.0.1:{}", site.addr().port());
+    let proxy = common::start(&[
+        "-S",
+        S1,
+        "-D",
+        "localhost",
+        "--mask-host",
+        &m,
+        "--dc-override",
+        &o,
+    ]);
+    (site, dc, proxy)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_sessions_round_trip_up_to_max_frame_in_direct_mode() {
     let site = site().await;
@@ -79,20 +98,7 @@ async fn tls_sessions_round_trip_up_to_max_frame_in_direct_mode() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hello_without_sni_is_accepted_by_default_and_masked_with_require_sni() {
-    let site = site().await;
-    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let o = format!("2:127.0.0.1:{}", dc.addr().port());
-    let m = format!("127.0.0.1:{}", site.addr().port());
-    let proxy = common::start(&[
-        "-S",
-        S1,
-        "-D",
-        "localhost",
-        "--mask-host",
-        &m,
-        "--dc-override",
-        &o,
-    ]);
+    let (site, dc, proxy) = tls_direct().await;
     let mut c = Client::connect(proxy.addr(), ClientOpts::tls(key(S1), None))
         .await
         .unwrap();
@@ -103,6 +109,9 @@ async fn hello_without_sni_is_accepted_by_default_and_masked_with_require_sni() 
         &timeout(LIMIT, c.recv_packet()).await.unwrap().unwrap()
     ));
 
+    // A second proxy on the same site and DC, with C's SNI rule.
+    let m = format!("127.0.0.1:{}", site.addr().port());
+    let o = format!("2:127.0.0.1:{}", dc.addr().port());
     let strict = common::start(&[
         "-S",
         S1,
@@ -129,20 +138,7 @@ async fn hello_without_sni_is_accepted_by_default_and_masked_with_require_sni() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn inner_tags_other_than_padded_are_refused() {
-    let site = site().await;
-    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let o = format!("2:127.0.0.1:{}", dc.addr().port());
-    let m = format!("127.0.0.1:{}", site.addr().port());
-    let proxy = common::start(&[
-        "-S",
-        S1,
-        "-D",
-        "localhost",
-        "--mask-host",
-        &m,
-        "--dc-override",
-        &o,
-    ]);
+    let (_site, dc, proxy) = tls_direct().await;
     let opts = ClientOpts::tls(key(S1), Some("localhost".into())).tag(Tag::Intermediate);
     let mut c = Client::connect(proxy.addr(), opts).await.unwrap();
     let _ = c.send_packet(&payload(64)).await;
