@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::cmdline::{parse_secret, ProxyArgs};
-use crate::gate::{self, GateSpec, WindowReport, WindowSpec};
+use crate::gate::{self, GateResult, GateSpec, WindowReport, WindowSpec};
 use crate::probe::client_opts;
 use crate::procs::{self, ms, Proc, Shutdown};
 use crate::report::{LogEntry, Meta, Timeline};
@@ -137,6 +137,7 @@ impl Systemd {
     ) -> io::Result<Switch> {
         let to = absolute(to);
         let from = link_target(&self.link);
+        let previous = link_target(&self.previous);
         if let Some(f) = &from {
             if *f != to {
                 set_link(&self.previous, f)?;
@@ -151,11 +152,10 @@ impl Systemd {
         let old = self.main_pid().await;
         let t = Instant::now();
         if let Err(e) = self.systemctl(&["stop", &self.unit]).await {
-            // Nothing was stopped: put the link back and give up.
-            let _ = match &from {
-                Some(f) => set_link(&self.link, f),
-                None => std::fs::remove_file(&self.link),
-            };
+            // Nothing was stopped: put both links back (the rollback target included) and
+            // give up.
+            let _ = restore_link(&self.link, from.as_deref());
+            let _ = restore_link(&self.previous, previous.as_deref());
             return Err(e);
         }
         let shutdown = old.map(|_| Shutdown {
@@ -182,7 +182,11 @@ impl Systemd {
         );
         // MainPID 0 (no process): a start time no process has, so it counts as gone.
         let mut p = Proc::attach(pid, procs::starttime(pid).unwrap_or(u64::MAX));
-        let g = gate::run(&mut p, t0, &self.gate_spec(gate_timeout)).await;
+        let g = match &started {
+            // The gate says why: what systemctl answered, not just "the process is gone".
+            Err(e) => GateResult::failed("process", e.to_string()),
+            Ok(_) => gate::run(&mut p, t0, &self.gate_spec(gate_timeout)).await,
+        };
         tl.log("gate", g.ok, g.describe());
         self.current = Some(p);
         Ok(Switch {
@@ -197,6 +201,17 @@ impl Systemd {
             gate: g,
             kept_old: false,
         })
+    }
+}
+
+/// Points `link` at `target` again, or removes it when there was none.
+fn restore_link(link: &Path, target: Option<&Path>) -> io::Result<()> {
+    match target {
+        Some(t) => set_link(link, t),
+        None => match std::fs::remove_file(link) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
     }
 }
 

@@ -82,6 +82,18 @@ pub struct GateResult {
 }
 
 impl GateResult {
+    /// A gate that failed `name` before anything could be checked (the unit did not start).
+    pub fn failed(name: &'static str, detail: String) -> GateResult {
+        GateResult {
+            ok: true,
+            failed_gate: None,
+            checks: Vec::new(),
+            stats_ms: None,
+            first_round_trip_ms: None,
+        }
+        .fail(name, None, detail)
+    }
+
     fn fail(mut self, name: &'static str, ms: Option<f64>, detail: String) -> GateResult {
         self.ok = false;
         self.failed_gate = Some(name);
