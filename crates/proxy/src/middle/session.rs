@@ -11,6 +11,7 @@
 
 use super::conn::{CloseCause, MeConn, SessionLink, ToClient};
 use super::Middle;
+use crate::bufpool;
 use crate::relay::{Halves, PollReadReady};
 use crate::stats::Stats;
 use mtproto_wire::crypto::AesCtr;
@@ -45,7 +46,17 @@ struct ClientWriter {
 }
 
 impl ClientWriter {
+    /// The output buffer, taken from the thread's pool when the first frame of a batch
+    /// comes.
+    fn out(&mut self) -> &mut Vec<u8> {
+        if self.out.capacity() == 0 {
+            self.out = bufpool::take_out();
+        }
+        &mut self.out
+    }
+
     fn packet(&mut self, data: &[u8]) {
+        self.out();
         let padding = if self.tag == Tag::Padded {
             rand::thread_rng().gen_range(0..4)
         } else {
@@ -65,7 +76,7 @@ impl ClientWriter {
     }
 
     fn quick_ack(&mut self, token: u32) {
-        let start = self.out.len();
+        let start = self.out().len();
         self.out
             .extend_from_slice(&transport::quick_ack_bytes(self.tag, token));
         self.enc.apply(&mut self.out[start..]);
@@ -75,8 +86,8 @@ impl ClientWriter {
         if !self.out.is_empty() {
             w.write_all(&self.out).await?;
             w.flush().await?;
-            // Idle sessions keep no output buffer.
-            self.out = Vec::new();
+            // Idle sessions keep no output buffer: it goes back to the pool.
+            bufpool::give_out(std::mem::take(&mut self.out));
         }
         Ok(())
     }
@@ -132,13 +143,8 @@ pub async fn serve<R, W>(
     let why = 'session: loop {
         // Make room for the next read (the whole frame must fit once its length is known).
         if start == end {
-            // Nothing buffered: an idle session holds no input buffer (it is allocated
-            // again when the next read comes).
             start = 0;
             end = 0;
-            if !buf.is_empty() {
-                buf = Vec::new();
-            }
         }
         let need = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
             Ok(Some(f)) => f.total_len(),
@@ -171,7 +177,15 @@ pub async fn serve<R, W>(
                 })
                 .await;
                 let n = match attempt {
-                    None => continue,
+                    None => {
+                        // The burst is over. Nothing buffered: an idle session holds no
+                        // input buffer (it is allocated again when the next data comes).
+                        if start == end && !buf.is_empty() {
+                            buf = Vec::new();
+                            (start, end) = (0, 0);
+                        }
+                        continue;
+                    }
                     Some(Ok(0)) => break End::ClientClosed,
                     Some(Ok(n)) => n,
                     Some(Err(e)) => break End::ClientError(e.kind()),
@@ -261,7 +275,7 @@ pub async fn serve<R, W>(
                             break 'session End::Me(cause);
                         }
                     }
-                    if writer.out.len() < 256 * 1024 {
+                    if writer.out.len() < bufpool::BUF_SIZE {
                         next = rx.try_recv().ok();
                     }
                 }

@@ -12,8 +12,9 @@ use aes::{Aes256, Block};
 /// The AES block size.
 pub const BLOCK_LEN: usize = 16;
 
-/// Blocks decrypted per batch (lets the AES backend work on several at once).
-const BATCH: usize = 8;
+/// Blocks decrypted per call into the AES backend (it pipelines several blocks at once;
+/// 64 measured 2.5x faster than one at a time, see benches/crypto.rs).
+const BATCH: usize = 64;
 
 /// The encrypting direction.
 #[derive(Clone)]
@@ -78,30 +79,23 @@ impl AesCbcDecryptor {
     /// A partial last block is left untouched: hand it in again with the bytes that follow.
     pub fn decrypt(&mut self, buf: &mut [u8]) -> usize {
         let n = buf.len() / BLOCK_LEN * BLOCK_LEN;
+        let mut blocks = [Block::default(); BATCH];
+        let mut prev = u128::from_ne_bytes(self.prev);
         for group in buf[..n].chunks_mut(BLOCK_LEN * BATCH) {
             let count = group.len() / BLOCK_LEN;
-            let mut blocks = [Block::default(); BATCH];
             for (b, c) in blocks.iter_mut().zip(group.chunks_exact(BLOCK_LEN)) {
                 b.copy_from_slice(c);
             }
-            let mut last = [0u8; BLOCK_LEN];
-            last.copy_from_slice(&group[group.len() - BLOCK_LEN..]);
             self.cipher.decrypt_blocks(&mut blocks[..count]);
-            // Plaintext i = D(C_i) ^ C_{i-1}: walk backwards so C_{i-1} is still intact.
-            for i in (0..count).rev() {
-                let mut prev = [0u8; BLOCK_LEN];
-                if i == 0 {
-                    prev = self.prev;
-                } else {
-                    prev.copy_from_slice(&group[(i - 1) * BLOCK_LEN..i * BLOCK_LEN]);
-                }
-                let out = &mut group[i * BLOCK_LEN..(i + 1) * BLOCK_LEN];
-                for ((o, d), p) in out.iter_mut().zip(blocks[i].iter()).zip(prev.iter()) {
-                    *o = d ^ p;
-                }
+            // Plaintext i = D(C_i) ^ C_{i-1}; C_i is read before it is overwritten.
+            for (c, d) in group.chunks_exact_mut(BLOCK_LEN).zip(blocks.iter()) {
+                let ct = u128::from_ne_bytes(c.try_into().expect("16 bytes"));
+                let dt = u128::from_ne_bytes(d.as_slice().try_into().expect("16 bytes"));
+                c.copy_from_slice(&(dt ^ prev).to_ne_bytes());
+                prev = ct;
             }
-            self.prev = last;
         }
+        self.prev = prev.to_ne_bytes();
         self.pos += n as u64;
         n
     }
