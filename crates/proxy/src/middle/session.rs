@@ -33,6 +33,9 @@ use tracing::{debug, trace};
 /// proxy itself (C `tcp_rpcs_default_execute`).
 const CLIENT_PING_LEN: usize = 12;
 
+/// Client reads handled in one turn before the ME's answers get theirs.
+const READS_PER_TURN: usize = 16;
+
 struct Binding {
     conn: Arc<MeConn>,
     id: i64,
@@ -141,113 +144,116 @@ pub async fn serve<R, W>(
     let mut tracking = crate::stats::SecretUse::new(stats.secret(acc.secret_index));
 
     let why = 'session: loop {
-        // Make room for the next read (the whole frame must fit once its length is known).
-        if start == end {
-            start = 0;
-            end = 0;
-        }
-        let need = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
-            Ok(Some(f)) => f.total_len(),
-            Ok(None) => 4,
-            Err(e) => break End::BadFrame(e),
-        };
         tokio::select! {
             _ = tokio::time::sleep_until(last_activity + idle) => break End::Idle,
             ready = std::future::poll_fn(|cx| rd.poll_read_ready(cx)) => {
                 if let Err(e) = ready {
                     break End::ClientError(e.kind());
                 }
-                // Room for the next read, allocated only now that data is waiting (the
-                // whole frame must fit once its length is known).
-                if buf.len() - start < need.max(4096) {
-                    buf.copy_within(start..end, 0);
-                    end -= start;
-                    start = 0;
-                    let want = need.clamp(16 * 1024, MAX_FRAME + 8);
-                    if buf.len() < want {
-                        buf.resize(want, 0);
+                // Read until the socket would block (a short read already tells tokio so,
+                // and the next attempt returns Pending at once), at most READS_PER_TURN
+                // reads so the ME's answers are not starved by a client that keeps sending.
+                for _ in 0..READS_PER_TURN {
+                    if start == end {
+                        (start, end) = (0, 0);
                     }
-                }
-                let attempt = std::future::poll_fn(|cx| {
-                    let mut rb = ReadBuf::new(&mut buf[end..]);
-                    match Pin::new(&mut rd).poll_read(cx, &mut rb) {
-                        Poll::Pending => Poll::Ready(None),
-                        Poll::Ready(r) => Poll::Ready(Some(r.map(|()| rb.filled().len()))),
-                    }
-                })
-                .await;
-                let n = match attempt {
-                    None => {
-                        // The burst is over. Nothing buffered: an idle session holds no
-                        // input buffer (it is allocated again when the next data comes).
-                        if start == end && !buf.is_empty() {
-                            buf = Vec::new();
-                            (start, end) = (0, 0);
-                        }
-                        continue;
-                    }
-                    Some(Ok(0)) => break End::ClientClosed,
-                    Some(Ok(n)) => n,
-                    Some(Err(e)) => break End::ClientError(e.kind()),
-                };
-                last_activity = tokio::time::Instant::now();
-                dec.apply(&mut buf[end..end + n]);
-                end += n;
-                // Every complete frame in the buffer.
-                loop {
-                    let (prefix, payload, total, quick_ack) = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
-                        Ok(Some(Frame::Packet { prefix, body, payload, quick_ack })) if prefix + body <= end - start => (prefix, payload, prefix + body, quick_ack),
-                        Ok(_) => break,
+                    let need = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
+                        Ok(Some(f)) => f.total_len(),
+                        Ok(None) => 4,
                         Err(e) => break 'session End::BadFrame(e),
                     };
-                    let packet = &buf[start + prefix..start + prefix + payload];
-                    start += total;
-                    if packet.len() == CLIENT_PING_LEN && packet[..4] == mtproto_wire::rpc::RPC_PING.to_le_bytes() {
-                        let mut pong = [0u8; CLIENT_PING_LEN];
-                        pong[..4].copy_from_slice(&mtproto_wire::rpc::RPC_PONG.to_le_bytes());
-                        pong[4..].copy_from_slice(&packet[4..]);
-                        writer.packet(&pong);
-                        continue;
-                    }
-                    let unencrypted = match classify_client_packet(packet) {
-                        Forward::Encrypted => false,
-                        Forward::Unencrypted => true,
-                        Forward::Drop(reason) => {
-                            trace!("{peer}: not forwarding a packet: {reason:?}");
-                            continue;
+                    // Room for the next read, allocated only now that data is waiting (the
+                    // whole frame must fit once its length is known).
+                    if buf.len() - start < need.max(4096) {
+                        buf.copy_within(start..end, 0);
+                        end -= start;
+                        start = 0;
+                        let want = need.clamp(16 * 1024, MAX_FRAME + 8);
+                        if buf.len() < want {
+                            buf.resize(want, 0);
                         }
+                    }
+                    let attempt = std::future::poll_fn(|cx| {
+                        let mut rb = ReadBuf::new(&mut buf[end..]);
+                        match Pin::new(&mut rd).poll_read(cx, &mut rb) {
+                            Poll::Pending => Poll::Ready(None),
+                            Poll::Ready(r) => Poll::Ready(Some(r.map(|()| rb.filled().len()))),
+                        }
+                    })
+                    .await;
+                    let n = match attempt {
+                        None => {
+                            // The burst is over. Nothing buffered: an idle session holds no
+                            // input buffer (it is allocated again when the next data comes).
+                            if start == end && !buf.is_empty() {
+                                buf = Vec::new();
+                                (start, end) = (0, 0);
+                            }
+                            break;
+                        }
+                        Some(Ok(0)) => break 'session End::ClientClosed,
+                        Some(Ok(n)) => n,
+                        Some(Err(e)) => break 'session End::ClientError(e.kind()),
                     };
-                    // The session's ME connection: kept while it lives (C stickiness).
-                    if binding.as_ref().is_some_and(|b| !b.conn.is_alive()) {
-                        binding = None;
-                    }
-                    if binding.is_none() {
-                        let Some(conn) = mid.pool.pick_or_wait(acc.dc, super::pool::HANDSHAKE_DEADLINE).await else {
-                            Stats::inc(&stats.dropped_queries);
-                            dropped = true;
-                            continue;
+                    last_activity = tokio::time::Instant::now();
+                    dec.apply(&mut buf[end..end + n]);
+                    end += n;
+                    // Every complete frame in the buffer.
+                    loop {
+                        let (prefix, payload, total, quick_ack) = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
+                            Ok(Some(Frame::Packet { prefix, body, payload, quick_ack })) if prefix + body <= end - start => (prefix, payload, prefix + body, quick_ack),
+                            Ok(_) => break,
+                            Err(e) => break 'session End::BadFrame(e),
                         };
-                        if dropped {
-                            break 'session End::GapAfterDrop;
+                        let packet = &buf[start + prefix..start + prefix + payload];
+                        start += total;
+                        if packet.len() == CLIENT_PING_LEN && packet[..4] == mtproto_wire::rpc::RPC_PING.to_le_bytes() {
+                            let mut pong = [0u8; CLIENT_PING_LEN];
+                            pong[..4].copy_from_slice(&mtproto_wire::rpc::RPC_PONG.to_le_bytes());
+                            pong[4..].copy_from_slice(&packet[4..]);
+                            writer.packet(&pong);
+                            continue;
                         }
-                        let id = mid.pool.new_session_id();
-                        conn.register(id, SessionLink { tx: tx.clone(), queued: queued.clone() });
-                        Stats::inc(&stats.ext_connections_created);
-                        stats.ext_connections.fetch_add(1, Relaxed);
-                        debug!("{peer}: session {id} on ME {} (conn {})", conn.target, conn.id);
-                        binding = Some(Binding { conn, id });
-                    }
-                    let b = binding.as_ref().expect("bound above");
-                    let params = ReqParams { transport: tag, quick_ack, unencrypted, proxy_tag: mid.proxy_tag, pad_flag: false };
-                    req.clear();
-                    ops::build_proxy_req(&mut req, &params, b.id, peer, local, packet);
-                    if b.conn.send(std::mem::take(&mut req)).await.is_err() {
-                        break 'session End::Me(CloseCause::MeLost);
-                    }
-                    Stats::inc(&stats.forwarded_queries);
-                    if let Some(t) = tracking.as_mut() {
-                        let key = u64::from_le_bytes(packet[..8].try_into().expect("packets are >= 28 bytes"));
-                        t.forwarded(peer.ip(), key);
+                        let unencrypted = match classify_client_packet(packet) {
+                            Forward::Encrypted => false,
+                            Forward::Unencrypted => true,
+                            Forward::Drop(reason) => {
+                                trace!("{peer}: not forwarding a packet: {reason:?}");
+                                continue;
+                            }
+                        };
+                        // The session's ME connection: kept while it lives (C stickiness).
+                        if binding.as_ref().is_some_and(|b| !b.conn.is_alive()) {
+                            binding = None;
+                        }
+                        if binding.is_none() {
+                            let Some(conn) = mid.pool.pick_or_wait(acc.dc, super::pool::HANDSHAKE_DEADLINE).await else {
+                                Stats::inc(&stats.dropped_queries);
+                                dropped = true;
+                                continue;
+                            };
+                            if dropped {
+                                break 'session End::GapAfterDrop;
+                            }
+                            let id = mid.pool.new_session_id();
+                            conn.register(id, SessionLink { tx: tx.clone(), queued: queued.clone() });
+                            Stats::inc(&stats.ext_connections_created);
+                            stats.ext_connections.fetch_add(1, Relaxed);
+                            debug!("{peer}: session {id} on ME {} (conn {})", conn.target, conn.id);
+                            binding = Some(Binding { conn, id });
+                        }
+                        let b = binding.as_ref().expect("bound above");
+                        let params = ReqParams { transport: tag, quick_ack, unencrypted, proxy_tag: mid.proxy_tag, pad_flag: false };
+                        req.clear();
+                        ops::build_proxy_req(&mut req, &params, b.id, peer, local, packet);
+                        if b.conn.send(std::mem::take(&mut req)).await.is_err() {
+                            break 'session End::Me(CloseCause::MeLost);
+                        }
+                        Stats::inc(&stats.forwarded_queries);
+                        if let Some(t) = tracking.as_mut() {
+                            let key = u64::from_le_bytes(packet[..8].try_into().expect("packets are >= 28 bytes"));
+                            t.forwarded(peer.ip(), key);
+                        }
                     }
                 }
                 if let Err(e) = writer.flush(&mut wr).await {

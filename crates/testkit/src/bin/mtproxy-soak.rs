@@ -4,8 +4,13 @@
 //!
 //! ```text
 //! mtproxy-soak [--proxy-bin PATH] [--sessions N] [--duration SECS] [--sample SECS]
-//!              [--tolerance FRACTION] [--json PATH]
+//!              [--tolerance FRACTION] [--json PATH] [--workers N] [--dc-process]
 //! ```
+//! Descriptors: a direct-mode session costs the proxy two and this process two (client and
+//! fake-DC ends). Where the hard RLIMIT_NOFILE cannot hold that, `--dc-process` runs the
+//! fake DC as its own process (`fake-dc`, next to this binary) and `--workers N` runs the
+//! proxy with `-M N`, so each worker holds its share; fds and RSS are then summed over the
+//! proxy's master and workers. Both are chosen automatically when the limit is too low.
 //! Defaults: 10 000 sessions, 900 s, a sample every 5 s, 10 % RSS tolerance. Every few
 //! milliseconds a random session sends a packet of 64 B..64 KiB and checks the echo; every
 //! second 1 % of the sessions close and are replaced. The last line is
@@ -27,6 +32,8 @@ struct Args {
     sample: Duration,
     tolerance: f64,
     json: Option<String>,
+    workers: usize,
+    dc_process: bool,
 }
 
 fn parse_args() -> Args {
@@ -37,6 +44,8 @@ fn parse_args() -> Args {
         sample: Duration::from_secs(5),
         tolerance: 0.10,
         json: None,
+        workers: 0,
+        dc_process: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -50,8 +59,10 @@ fn parse_args() -> Args {
             "--sample" => a.sample = Duration::from_secs_f64(v().parse().expect("--sample SECS")),
             "--tolerance" => a.tolerance = v().parse().expect("--tolerance FRACTION"),
             "--json" => a.json = Some(v()),
+            "--workers" => a.workers = v().parse().expect("--workers N"),
+            "--dc-process" => a.dc_process = true,
             "-h" | "--help" => {
-                println!("usage: mtproxy-soak [--proxy-bin PATH] [--sessions N] [--duration SECS] [--sample SECS] [--tolerance F] [--json PATH]");
+                println!("usage: mtproxy-soak [--proxy-bin PATH] [--sessions N] [--duration SECS] [--sample SECS] [--tolerance F] [--json PATH] [--workers N] [--dc-process]");
                 std::process::exit(0);
             }
             other => panic!("unknown argument {other}"),
@@ -60,7 +71,8 @@ fn parse_args() -> Args {
     a
 }
 
-fn raise_nofile(want: u64) {
+/// Raises the soft descriptor limit towards `want`; returns the hard limit.
+fn raise_nofile(want: u64) -> u64 {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -76,6 +88,62 @@ fn raise_nofile(want: u64) {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
+    lim.rlim_max
+}
+
+/// The proxy's processes: `pid` and its direct children (the `-M` workers).
+fn proxy_pids(pid: u32) -> Vec<u32> {
+    let mut pids = vec![pid];
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(child) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                continue;
+            };
+            // Field 4 (ppid) follows the ")" that ends the command name.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(pid) {
+                pids.push(child);
+            }
+        }
+    }
+    pids
+}
+
+/// Open fds and RSS (KiB) summed over the proxy's processes.
+fn tree_sample(pid: u32) -> (usize, u64) {
+    proxy_pids(pid)
+        .into_iter()
+        .map(proc_sample)
+        .fold((0, 0), |(f, r), (f2, r2)| (f + f2, r + r2))
+}
+
+/// The fake DC as its own process (`fake-dc` next to this binary): its address and child.
+fn spawn_fake_dc() -> (std::net::SocketAddr, std::process::Child) {
+    let bin = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("fake-dc");
+    let mut child = Command::new(&bin)
+        .args(["--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("fake-dc output");
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("fake-dc said {line:?}"));
+    (addr, child)
 }
 
 fn proc_sample(pid: u32) -> (usize, u64) {
@@ -107,10 +175,32 @@ async fn open(addr: std::net::SocketAddr, i: usize) -> std::io::Result<Client> {
 #[tokio::main]
 async fn main() {
     let a = parse_args();
-    raise_nofile(a.sessions as u64 * 3 + 1000);
-    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap())
-        .await
-        .expect("fake DC");
+    let mut a = a;
+    let hard = raise_nofile(a.sessions as u64 * 4 + 1000);
+    // This process holds the client ends (and the DC ends unless the DC runs apart); the
+    // proxy two per session (split over its workers).
+    let need_here = a.sessions as u64 * if a.dc_process { 1 } else { 2 } + 500;
+    if need_here > hard && !a.dc_process {
+        a.dc_process = true;
+        println!("soak: descriptor hard limit {hard}: running the fake DC as its own process");
+    }
+    let per_proxy = |w: usize| (a.sessions as u64 * 2).div_ceil(w.max(1) as u64) + 500;
+    if per_proxy(a.workers) > hard && a.workers == 0 {
+        a.workers = (1..=8).find(|&w| per_proxy(w) <= hard).unwrap_or(8);
+        println!(
+            "soak: descriptor hard limit {hard}: running the proxy with -M {}",
+            a.workers
+        );
+    }
+    let (dc_addr, mut dc_child, _dc_inproc) = if a.dc_process {
+        let (addr, child) = spawn_fake_dc();
+        (addr, Some(child), None)
+    } else {
+        let dc = FakeDc::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .expect("fake DC");
+        (dc.addr(), None, Some(dc))
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -125,7 +215,12 @@ async fn main() {
             "-H",
             &port.to_string(),
         ])
-        .args(["--dc-override", &format!("2:{}", dc.addr())])
+        .args(["--dc-override", &format!("2:{dc_addr}")])
+        .args(if a.workers > 0 {
+            vec!["-M".to_string(), a.workers.to_string()]
+        } else {
+            Vec::new()
+        })
         .args([
             "-c",
             &(a.sessions * 2 + 1000).to_string(),
@@ -149,9 +244,10 @@ async fn main() {
     std::thread::spawn(move || for _ in lines {});
     let pid = child.id();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let (fd0, rss0) = proc_sample(pid);
+    let (fd0, rss0) = tree_sample(pid);
     println!(
-        "soak: proxy pid {pid}, empty: {fd0} fds, {rss0} KiB RSS; opening {} sessions",
+        "soak: proxy pid {pid} ({} process(es)), empty: {fd0} fds, {rss0} KiB RSS; opening {} sessions",
+        proxy_pids(pid).len(),
         a.sessions
     );
 
@@ -178,7 +274,7 @@ async fn main() {
             }
         }
     }
-    let (fd1, rss1) = proc_sample(pid);
+    let (fd1, rss1) = tree_sample(pid);
     println!(
         "soak: {} sessions open in {:.1} s: {fd1} fds, {rss1} KiB RSS ({:.2} KiB per session)",
         a.sessions,
@@ -251,7 +347,7 @@ async fn main() {
     let t0 = Instant::now();
     while Instant::now() < end {
         tokio::time::sleep(a.sample.min(end.saturating_duration_since(Instant::now()))).await;
-        let (fds, rss) = proc_sample(pid);
+        let (fds, rss) = tree_sample(pid);
         let t = t0.elapsed().as_secs_f64();
         println!(
             "soak: t={t:7.1}s fds={fds:6} rss={rss:8} KiB round_trips={} errors={}",
@@ -303,8 +399,9 @@ async fn main() {
             .map(|(t, f, r)| format!("{{\"t\":{t:.1},\"fds\":{f},\"rss_kib\":{r}}}"))
             .collect();
         let text = format!(
-            "{{\"sessions\":{},\"duration_s\":{},\"round_trips\":{},\"errors\":{},\"empty_rss_kib\":{rss0},\"samples\":[{}]}}\n",
+            "{{\"sessions\":{},\"workers\":{},\"duration_s\":{},\"round_trips\":{},\"errors\":{},\"empty_rss_kib\":{rss0},\"samples\":[{}]}}\n",
             a.sessions,
+            a.workers,
             a.duration.as_secs(),
             round_trips.load(Relaxed),
             errors.load(Relaxed),
@@ -314,6 +411,10 @@ async fn main() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    if let Some(mut dc) = dc_child.take() {
+        let _ = dc.kill();
+        let _ = dc.wait();
+    }
     println!("soak: {} passed, {failed} failed", checks.len() - failed);
     std::process::exit(i32::from(failed > 0));
 }
