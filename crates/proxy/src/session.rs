@@ -28,35 +28,39 @@ use tracing::debug;
 pub async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
     let deadline = Instant::now() + shared.handshake_timeout;
     match &shared.tls {
-        // Boxed: the hello's state is large and plain obfuscated2 sessions should not
-        // carry room for it in their own future.
+        // Both boxed: inline, the task would carry room for the larger of the two (the
+        // fake-TLS hello's state) in every session of either kind.
         Some(tls) => Box::pin(fake_tls(&shared, tls, client, peer, deadline)).await,
-        None => obfuscated2(&shared, client, peer, deadline).await,
+        None => Box::pin(obfuscated2(&shared, client, peer, deadline)).await,
     }
 }
 
 async fn obfuscated2(shared: &Shared, mut client: TcpStream, peer: SocketAddr, deadline: Instant) {
-    let mut header = [0u8; HEADER_LEN];
-    match timeout_at(deadline, client.read_exact(&mut header)).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => {
-            debug!("{peer}: closed before a full header: {e}");
-            return;
+    // In a block: the header's bytes are not kept for the session's life.
+    let accepted = {
+        let mut header = [0u8; HEADER_LEN];
+        match timeout_at(deadline, client.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                debug!("{peer}: closed before a full header: {e}");
+                return;
+            }
+            Err(_) => {
+                Stats::inc(&shared.stats.handshakes_timeout);
+                debug!(
+                    "{peer}: no header within {:?}, closing",
+                    shared.handshake_timeout
+                );
+                return;
+            }
         }
-        Err(_) => {
-            Stats::inc(&shared.stats.handshakes_timeout);
-            debug!(
-                "{peer}: no header within {:?}, closing",
-                shared.handshake_timeout
-            );
+        let Some(accepted) = obfs2::accept(&header, &shared.secrets) else {
+            Stats::inc(&shared.stats.handshakes_bad);
+            debug!("{peer}: no secret matches the header; discarding input until the deadline");
+            skip_until(&mut client, deadline).await;
             return;
-        }
-    }
-    let Some(accepted) = obfs2::accept(&header, &shared.secrets) else {
-        Stats::inc(&shared.stats.handshakes_bad);
-        debug!("{peer}: no secret matches the header; discarding input until the deadline");
-        skip_until(&mut client, deadline).await;
-        return;
+        };
+        Box::new(accepted)
     };
     count_accepted(shared, peer, &accepted);
     let local = client.local_addr().unwrap_or(peer);
@@ -79,13 +83,14 @@ fn count_accepted(shared: &Shared, peer: SocketAddr, a: &Accepted) {
     );
 }
 
-/// Hands an accepted session to its upstream.
+/// Hands an accepted session to its upstream. `acc` is boxed: passed by value, its bytes
+/// would be kept twice in every future it passes through, for the whole session.
 pub async fn route<R, W>(
     shared: &Shared,
     client: Halves<R, W>,
     peer: SocketAddr,
     local: SocketAddr,
-    acc: Accepted,
+    acc: Box<Accepted>,
 ) where
     R: PollReadReady,
     W: AsyncWrite + Unpin,
@@ -108,15 +113,11 @@ pub async fn route<R, W>(
 }
 
 /// Reads more into `buf` before the deadline; false on close, error or deadline.
+/// Reads straight into the vector's spare room (no stack buffer: this future's size is
+/// part of every fake-TLS session's memory).
 async fn read_more(client: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> bool {
-    let mut chunk = [0u8; 4096];
-    match timeout_at(deadline, client.read(&mut chunk)).await {
-        Ok(Ok(n)) if n > 0 => {
-            buf.extend_from_slice(&chunk[..n]);
-            true
-        }
-        _ => false,
-    }
+    buf.reserve(4096);
+    matches!(timeout_at(deadline, client.read_buf(buf)).await, Ok(Ok(n)) if n > 0)
 }
 
 fn unix_now() -> i64 {
@@ -246,7 +247,7 @@ async fn fake_tls(
     }
     let header: [u8; HEADER_LEN] = plain[..HEADER_LEN].try_into().expect("64 bytes");
     let accepted = match obfs2::accept(&header, &shared.secrets) {
-        Some(a) if a.tag == Tag::Padded => a,
+        Some(a) if a.tag == Tag::Padded => Box::new(a),
         Some(a) => {
             // C: "Expected random padding mode", forwarded to the default domain.
             debug!(

@@ -118,18 +118,25 @@ pub async fn serve<R, W>(
     client: Halves<R, W>,
     peer: SocketAddr,
     local: SocketAddr,
-    acc: Accepted,
+    acc: Box<Accepted>,
 ) where
     R: PollReadReady,
     W: AsyncWrite + Unpin,
 {
     let local = SocketAddr::new(mid.ident_nat(local.ip()), local.port());
     let (mut rd, mut wr) = (client.read, client.write);
-    let tag = acc.tag;
-    let mut dec = acc.decrypt;
+    // Only what the session needs is kept (not the key material behind `encrypt`).
+    let Accepted {
+        secret_index,
+        tag,
+        dc,
+        decrypt: mut dec,
+        encrypt,
+        ..
+    } = *acc;
     let mut writer = ClientWriter {
         tag,
-        enc: acc.encrypt,
+        enc: encrypt,
         out: Vec::new(),
     };
     let (tx, mut rx) = mpsc::unbounded_channel::<ToClient>();
@@ -141,7 +148,7 @@ pub async fn serve<R, W>(
     let (mut start, mut end) = (0usize, 0usize);
     let mut req = Vec::new();
     let mut last_activity = tokio::time::Instant::now();
-    let mut tracking = crate::stats::SecretUse::new(stats.secret(acc.secret_index));
+    let mut tracking = crate::stats::SecretUse::new(stats.secret(secret_index));
 
     let why = 'session: loop {
         tokio::select! {
@@ -227,7 +234,7 @@ pub async fn serve<R, W>(
                             binding = None;
                         }
                         if binding.is_none() {
-                            let Some(conn) = mid.pool.pick_or_wait(acc.dc, super::pool::HANDSHAKE_DEADLINE).await else {
+                            let Some(conn) = mid.pool.pick_or_wait(dc, super::pool::HANDSHAKE_DEADLINE).await else {
                                 Stats::inc(&stats.dropped_queries);
                                 dropped = true;
                                 continue;
