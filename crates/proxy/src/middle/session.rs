@@ -9,7 +9,7 @@
 //! frame closes the client. The client closing sends RPC_CLOSE_CONN; the ME closing
 //! (RPC_CLOSE_EXT, or its connection dying) closes the client.
 
-use super::conn::{CloseCause, MeConn, SessionLink, ToClient};
+use super::conn::{CloseCause, Inbox, MeConn, SessionLink, ToClient};
 use super::Middle;
 use crate::bufpool;
 use crate::relay::{Halves, PollReadReady};
@@ -26,7 +26,6 @@ use std::task::Poll;
 use std::time::Duration;
 use tokio::io::ReadBuf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
 /// A client packet of exactly this length starting with RPC_PING gets RPC_PONG from the
@@ -139,7 +138,7 @@ pub async fn serve<R, W>(
         enc: encrypt,
         out: Vec::new(),
     };
-    let (tx, mut rx) = mpsc::unbounded_channel::<ToClient>();
+    let inbox = Arc::new(Inbox::default());
     let queued = Arc::new(AtomicUsize::new(0));
     let mut binding: Option<Binding> = None;
     let mut dropped = false;
@@ -243,7 +242,7 @@ pub async fn serve<R, W>(
                                 break 'session End::GapAfterDrop;
                             }
                             let id = mid.pool.new_session_id();
-                            conn.register(id, SessionLink { tx: tx.clone(), queued: queued.clone() });
+                            conn.register(id, SessionLink { tx: inbox.clone(), queued: queued.clone() });
                             Stats::inc(&stats.ext_connections_created);
                             stats.ext_connections.fetch_add(1, Relaxed);
                             debug!("{peer}: session {id} on ME {} (conn {})", conn.target, conn.id);
@@ -267,9 +266,9 @@ pub async fn serve<R, W>(
                     break End::ClientError(e.kind());
                 }
             }
-            msg = rx.recv() => {
+            msg = inbox.recv() => {
                 last_activity = tokio::time::Instant::now();
-                let mut next = msg;
+                let mut next = Some(msg);
                 // Drain what is queued into one write.
                 while let Some(m) = next.take() {
                     match m {
@@ -289,7 +288,7 @@ pub async fn serve<R, W>(
                         }
                     }
                     if writer.out.len() < bufpool::BUF_SIZE {
-                        next = rx.try_recv().ok();
+                        next = inbox.try_recv();
                     }
                 }
                 if let Err(e) = writer.flush(&mut wr).await {
@@ -298,10 +297,12 @@ pub async fn serve<R, W>(
             }
         }
     };
+    // Later answers for this session are refused (and counted as dropped by the ME side).
+    inbox.close();
     if let Some(b) = binding {
         stats.ext_connections.fetch_sub(1, Relaxed);
         b.conn.unregister(b.id);
-        // Whatever still waits in the channel is dropped with it.
+        // Whatever still waited in the inbox was dropped with it.
         stats
             .me_queued_bytes
             .fetch_sub(queued.swap(0, Relaxed) as u64, Relaxed);
