@@ -204,24 +204,28 @@ async fn fake_tls(
     };
     Stats::inc(&shared.stats.tls_accepted);
 
-    // The fake first flight, sized like the real site's.
-    let shape = tls_conf.shape();
-    let size = shape.pick_size(rand::random());
-    let mut key_share = [0u8; 32];
-    let mut app_data = vec![0u8; size];
-    rand::thread_rng().fill_bytes(&mut key_share);
-    rand::thread_rng().fill_bytes(&mut app_data);
-    let reply = tls::build_server_hello(
-        &shared.secrets[secret_index],
-        &client_random,
-        &session_id,
-        cipher,
-        &key_share,
-        &app_data,
-        shape.order,
-    );
-    if client.write_all(&reply).await.is_err() {
-        return;
+    // The fake first flight, sized like the real site's. Built and sent in a block: the
+    // reply (a few KiB) is not kept for the session's life.
+    {
+        let shape = tls_conf.shape();
+        let size = shape.pick_size(rand::random());
+        let mut key_share = [0u8; 32];
+        let mut app_data = vec![0u8; size];
+        rand::thread_rng().fill_bytes(&mut key_share);
+        rand::thread_rng().fill_bytes(&mut app_data);
+        let reply = tls::build_server_hello(
+            &shared.secrets[secret_index],
+            &client_random,
+            &session_id,
+            cipher,
+            &key_share,
+            &app_data,
+            shape.order,
+        );
+        drop(app_data);
+        if client.write_all(&reply).await.is_err() {
+            return;
+        }
     }
 
     // The obfuscated2 header is the first 64 bytes of application data.
@@ -277,7 +281,7 @@ async fn fake_tls(
     count_accepted(shared, peer, &accepted);
     let pending = plain.split_off(HEADER_LEN);
     // The hello and the header are done with: do not hold them for the session's life.
-    drop((buf, raw, plain));
+    drop((buf, raw, plain, default_site));
     let (r, w) = client.split();
     let reader = TlsReader::new(r, records, pending);
     let writer = TlsWriter::new(w, tls_conf.record_max);

@@ -15,8 +15,9 @@ use tokio::net::{TcpSocket, TcpStream};
 /// The child's command line: `LISTEN UPSTREAM [BUFFER]`.
 pub const CHILD_FLAG: &str = "--relay-floor-child";
 
-/// Buffer per direction unless given.
-pub const DEFAULT_BUF: usize = 16 * 1024;
+/// Buffer per direction unless given: the proxy's relay buffer (`bufpool::BUF_SIZE`), so
+/// the floor makes as many system calls per byte as the proxy does.
+pub const DEFAULT_BUF: usize = 64 * 1024;
 
 /// Entry point of the child process (arguments after [`CHILD_FLAG`]). Prints
 /// `main loop ADDR` on stderr once listening.

@@ -16,7 +16,7 @@ Targets:
   --proxy-arg ARG          extra argument for our proxy (repeatable), e.g. --no-fast-mode
   --modes LIST             which of our modes: direct,me,tls (default all three)
   --no-floor               skip the plain TCP relay floor
-  --floor-buf BYTES        the floor's buffer per direction [16384, the proxy's]
+  --floor-buf BYTES        the floor's buffer per direction [65536, the proxy's]
   --reference-bin PATH     a reference binary in ME mode (the C mtproto-proxy)
   --reference-args TPL     its arguments (default: see below)
   --peer NAME:MODE:TPL     a peer started with `sh -c 'exec TPL'`, MODE direct|me|tls
