@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{serial, World};
+use common::{serial, World, WATCHED_CUTOVER};
 use serde_json::Value;
 
 /// The common checks of an automatic rollback: exit 2, the gate named, the reference
@@ -140,21 +140,7 @@ async fn a_good_candidate_is_switched_to_and_rolled_back_from() {
     let w = World::new("good").await;
     w.start_reference().await;
     let cand = w.tmp.alias("candidate");
-    let (code, rep) = w
-        .cutover(
-            &cand,
-            &[
-                "--gate-timeout",
-                "20",
-                "--window",
-                "1.5",
-                "--poll-ms",
-                "100",
-                "--probe-every-ms",
-                "300",
-            ],
-        )
-        .await;
+    let (code, rep) = w.cutover(&cand, WATCHED_CUTOVER).await;
     assert_eq!(code, 0, "{rep:#}");
     assert_eq!(rep["result"], "ok");
     assert!(rep["failed_gate"].is_null());

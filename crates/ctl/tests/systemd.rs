@@ -10,7 +10,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{ctl_env, json, proxy_bin, serial, World};
+use common::{ctl_env, json, proxy_bin, serial, World, WATCHED_CUTOVER};
 use mtproxy_ctl::procs::{self, Proc};
 use serde_json::Value;
 
@@ -218,6 +218,17 @@ impl Sd {
 
     /// `mtproxy-ctl COMMAND --systemd UNIT --link LINK … -- <the unit's command line>`;
     /// returns the exit code, the report and stdout + stderr.
+    /// Cutover to a fresh copy of our build with a 5-s gate and no watch window.
+    async fn cutover_unwatched(&self) -> (i32, Value, String) {
+        let cand = own_build(&self.w, "candidate");
+        self.ctl(
+            "cutover",
+            Some(&cand),
+            &["--gate-timeout", "5", "--window", "0"],
+        )
+        .await
+    }
+
     async fn ctl(&self, command: &str, to: Option<&Path>, extra: &[&str]) -> (i32, Value, String) {
         let report = self
             .w
@@ -310,22 +321,7 @@ async fn good_cutover(sd: &Sd) -> PathBuf {
     let old = sd.main_pid();
     let old_start = procs::starttime(old).unwrap();
     let cand = own_build(&sd.w, "candidate");
-    let (code, rep, _) = sd
-        .ctl(
-            "cutover",
-            Some(&cand),
-            &[
-                "--gate-timeout",
-                "20",
-                "--window",
-                "1.5",
-                "--poll-ms",
-                "100",
-                "--probe-every-ms",
-                "300",
-            ],
-        )
-        .await;
+    let (code, rep, _) = sd.ctl("cutover", Some(&cand), WATCHED_CUTOVER).await;
     assert_eq!(code, 0, "{rep:#}\n{}", sd.journal());
     assert_eq!(rep["result"], "ok");
     assert_eq!(rep["command"], "cutover");
@@ -446,14 +442,7 @@ async fn a_failing_systemctl_start_is_reported_and_the_link_restored() {
     let sd = Sd::new("sd-nostart").await;
     sd.start_unit().await;
     std::fs::write(sd.dir.join("fail-start"), format!("{JOB_FAILED}\n")).unwrap();
-    let cand = own_build(&sd.w, "candidate");
-    let (code, rep, output) = sd
-        .ctl(
-            "cutover",
-            Some(&cand),
-            &["--gate-timeout", "5", "--window", "0"],
-        )
-        .await;
+    let (code, rep, output) = sd.cutover_unwatched().await;
     // The candidate never ran and neither did the rollback: failed.
     assert_eq!(code, 3, "{rep:#}");
     assert_eq!(rep["result"], "failed", "{rep:#}");
@@ -491,14 +480,7 @@ async fn a_failing_systemctl_stop_changes_nothing() {
         format!("Failed to stop {UNIT}: Access denied (fake)\n"),
     )
     .unwrap();
-    let cand = own_build(&sd.w, "candidate");
-    let (code, rep, output) = sd
-        .ctl(
-            "cutover",
-            Some(&cand),
-            &["--gate-timeout", "5", "--window", "0"],
-        )
-        .await;
+    let (code, rep, output) = sd.cutover_unwatched().await;
     assert_eq!(code, 1, "{rep:#}");
     assert_eq!(rep["result"], "error");
     let expect = format!("systemctl stop {UNIT}: Failed to stop {UNIT}: Access denied (fake)");

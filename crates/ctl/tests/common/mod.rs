@@ -277,3 +277,15 @@ impl Drop for World {
 pub fn free_port() -> u16 {
     mtproxy_ctl::report::free_port()
 }
+
+/// Cutover options for a good candidate watched for 1.5 s after its gate.
+pub const WATCHED_CUTOVER: &[&str] = &[
+    "--gate-timeout",
+    "20",
+    "--window",
+    "1.5",
+    "--poll-ms",
+    "100",
+    "--probe-every-ms",
+    "300",
+];
