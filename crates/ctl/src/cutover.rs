@@ -26,7 +26,7 @@ use crate::gate::{self, GateResult, GateSpec, WindowReport, WindowSpec};
 use crate::probe::client_opts;
 use crate::procs::{self, ms, Proc, Shutdown};
 use crate::report::{LogEntry, Meta, Timeline};
-use crate::supervise::{absolute, link_target, set_link, Supervisor, Switch};
+use crate::supervise::{absolute, link_target, set_link, switch_links, Supervisor, Switch};
 use mtproxy_testkit::Tag;
 
 /// Gate targets given on the command line (systemd mode, or to override the derived ones).
@@ -138,12 +138,7 @@ impl Systemd {
         let to = absolute(to);
         let from = link_target(&self.link);
         let previous = link_target(&self.previous);
-        if let Some(f) = &from {
-            if *f != to {
-                set_link(&self.previous, f)?;
-            }
-        }
-        set_link(&self.link, &to)?;
+        switch_links(&self.link, &self.previous, from.as_deref(), &to)?;
         tl.log(
             "link",
             true,

@@ -111,6 +111,22 @@ pub fn set_link(link: &Path, target: &Path) -> io::Result<()> {
     std::fs::rename(&tmp, link)
 }
 
+/// Points `link` at `to`, first recording what it pointed at (`from`) in `previous` when
+/// that is another binary: the rollback target.
+pub fn switch_links(
+    link: &Path,
+    previous: &Path,
+    from: Option<&Path>,
+    to: &Path,
+) -> io::Result<()> {
+    if let Some(f) = from {
+        if f != to {
+            set_link(previous, f)?;
+        }
+    }
+    set_link(link, to)
+}
+
 /// Where `link` points, if it is a symlink.
 pub fn link_target(link: &Path) -> Option<PathBuf> {
     std::fs::read_link(link).ok()
@@ -279,12 +295,7 @@ impl Supervisor {
         let from = self.active_target();
 
         // 1. The links.
-        if let Some(f) = &from {
-            if *f != to {
-                set_link(&self.previous, f)?;
-            }
-        }
-        set_link(&self.link, &to)?;
+        switch_links(&self.link, &self.previous, from.as_deref(), &to)?;
         tl.log(
             "link",
             true,
