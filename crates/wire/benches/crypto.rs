@@ -82,7 +82,7 @@ type C = Criterion<ThreadCpu>;
 
 const KEY: [u8; 32] = [0x42; 32];
 const IV: [u8; 16] = [0x17; 16];
-const CIPHER_SIZES: [usize; 2] = [1024, 16 * 1024];
+const CIPHER_SIZES: [usize; 3] = [1024, 16 * 1024, 64 * 1024];
 
 /// AES-256-CTR with RustCrypto: `Ctr128BE<Aes256Enc>`, boxed as a session held it.
 struct RcCtr(Box<ctr::Ctr128BE<aes::Aes256Enc>>);
