@@ -73,8 +73,16 @@ pub fn default_order() -> ExtensionOrder {
 }
 
 /// Reads the obfuscated2 stream out of TLS application-data records.
+///
+/// The state is boxed (here and in [`TlsWriter`]): the reader is moved down through the
+/// session's futures (route, serve, relay, pump), and Rust keeps a copy of a future's
+/// arguments in each of them for its whole life; boxed, each copy is one pointer.
 pub struct TlsReader<R> {
     inner: R,
+    st: Box<ReadState>,
+}
+
+struct ReadState {
     records: RecordReader,
     /// Decoded payload not yet handed out.
     pending: Vec<u8>,
@@ -87,9 +95,11 @@ impl<R> TlsReader<R> {
     pub fn new(inner: R, records: RecordReader, pending: Vec<u8>) -> Self {
         TlsReader {
             inner,
-            records,
-            pending,
-            pos: 0,
+            st: Box::new(ReadState {
+                records,
+                pending,
+                pos: 0,
+            }),
         }
     }
 }
@@ -101,15 +111,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
+        let st = &mut *this.st;
         loop {
-            if this.pos < this.pending.len() {
-                let n = (this.pending.len() - this.pos).min(buf.remaining());
-                buf.put_slice(&this.pending[this.pos..this.pos + n]);
-                this.pos += n;
-                if this.pos == this.pending.len() {
+            if st.pos < st.pending.len() {
+                let n = (st.pending.len() - st.pos).min(buf.remaining());
+                buf.put_slice(&st.pending[st.pos..st.pos + n]);
+                st.pos += n;
+                if st.pos == st.pending.len() {
                     // Idle sessions keep no decoded-payload buffer.
-                    this.pending = Vec::new();
-                    this.pos = 0;
+                    st.pending = Vec::new();
+                    st.pos = 0;
                 }
                 return Poll::Ready(Ok(()));
             }
@@ -119,7 +130,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
             let res = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
             let n = rb.filled().len();
             let fed = match res {
-                Poll::Ready(Ok(())) if n > 0 => this.records.feed(&raw[..n], &mut this.pending),
+                Poll::Ready(Ok(())) if n > 0 => st.records.feed(&raw[..n], &mut st.pending),
                 _ => Ok(()),
             };
             crate::bufpool::give(raw);
@@ -144,7 +155,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
 
 impl<R: PollReadReady> PollReadReady for TlsReader<R> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.pos < self.pending.len() {
+        if self.st.pos < self.st.pending.len() {
             return Poll::Ready(Ok(()));
         }
         self.inner.poll_read_ready(cx)
@@ -154,6 +165,10 @@ impl<R: PollReadReady> PollReadReady for TlsReader<R> {
 /// Wraps what the session writes in application-data records of at most `max` bytes.
 pub struct TlsWriter<W> {
     inner: W,
+    st: Box<WriteState>,
+}
+
+struct WriteState {
     max: usize,
     out: Vec<u8>,
     sent: usize,
@@ -163,26 +178,29 @@ impl<W> TlsWriter<W> {
     pub fn new(inner: W, max: usize) -> Self {
         TlsWriter {
             inner,
-            max,
-            out: Vec::new(),
-            sent: 0,
+            st: Box::new(WriteState {
+                max,
+                out: Vec::new(),
+                sent: 0,
+            }),
         }
     }
 }
 
 impl<W: AsyncWrite + Unpin> TlsWriter<W> {
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while self.sent < self.out.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &self.out[self.sent..]) {
+        let st = &mut *self.st;
+        while st.sent < st.out.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &st.out[st.sent..]) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Ok(n)) => st.sent += n,
             }
         }
         // Idle sessions keep no record buffer.
-        self.out = Vec::new();
-        self.sent = 0;
+        st.out = Vec::new();
+        st.sent = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -200,8 +218,9 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TlsWriter<W> {
         }
         // Accept up to four records' worth per call; they are written out by the next
         // drain (poll_write or poll_flush).
-        let take = buf.len().min(this.max * 4);
-        mtproto_wire::tls::write_records(&buf[..take], this.max, &mut this.out);
+        let max = this.st.max;
+        let take = buf.len().min(max * 4);
+        mtproto_wire::tls::write_records(&buf[..take], max, &mut this.st.out);
         let _ = this.poll_drain(cx);
         Poll::Ready(Ok(take))
     }

@@ -137,17 +137,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             set_window_clamp(&stream, c);
         }
         Stats::inc(&shared.stats.accepted);
-        shared
-            .stats
-            .active
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         debug!("accepted {peer}");
-        let sh = shared.clone();
-        tokio::spawn(async move {
-            session::handle(sh.clone(), stream, peer).await;
-            sh.stats
-                .active
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
+        tokio::spawn(session::SessionTask::new(shared.clone(), stream, peer));
     }
 }

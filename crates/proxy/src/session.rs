@@ -17,25 +17,65 @@ use crate::{Shared, Upstream};
 use mtproto_wire::obfs2::{self, Accepted, Tag, HEADER_LEN};
 use mtproto_wire::tls::{self, Detect, HelloVerdict, RecordReader, RejectReason};
 use rand::RngCore;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
 
-/// Serves one accepted client connection to its end.
-pub async fn handle(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) {
-    let deadline = Instant::now() + shared.handshake_timeout;
-    match &shared.tls {
-        // Both boxed: inline, the task would carry room for the larger of the two (the
-        // fake-TLS hello's state) in every session of either kind.
-        Some(tls) => Box::pin(fake_tls(&shared, tls, client, peer, deadline)).await,
-        None => Box::pin(obfuscated2(&shared, client, peer, deadline)).await,
+/// The task of one accepted client connection: the session's boxed future and the count
+/// of active connections, given back when the task ends however it ends.
+///
+/// A type of its own rather than an `async` block around the session: tokio stores a
+/// task's future inline in a 128-byte-aligned cell, and a block carrying the connection's
+/// arguments next to the session's future made that cell 384 bytes for every connection;
+/// a pointer and an `Arc` keep it at the smallest size.
+pub struct SessionTask {
+    fut: Pin<Box<dyn Future<Output = ()> + Send>>,
+    shared: Arc<Shared>,
+}
+
+impl SessionTask {
+    /// Counts the connection as active and builds its task. Both session kinds are
+    /// boxed: inline, the task would carry room for the larger of the two in every
+    /// session of either kind.
+    pub fn new(shared: Arc<Shared>, client: TcpStream, peer: SocketAddr) -> SessionTask {
+        shared.stats.active.fetch_add(1, Relaxed);
+        let deadline = Instant::now() + shared.handshake_timeout;
+        let fut: Pin<Box<dyn Future<Output = ()> + Send>> = if shared.tls.is_some() {
+            Box::pin(fake_tls(shared.clone(), client, peer, deadline))
+        } else {
+            Box::pin(obfuscated2(shared.clone(), client, peer, deadline))
+        };
+        SessionTask { fut, shared }
     }
 }
 
-async fn obfuscated2(shared: &Shared, mut client: TcpStream, peer: SocketAddr, deadline: Instant) {
+impl Future for SessionTask {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.fut.as_mut().poll(cx)
+    }
+}
+
+impl Drop for SessionTask {
+    fn drop(&mut self) {
+        self.shared.stats.active.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn obfuscated2(
+    shared: Arc<Shared>,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) {
+    let shared = &*shared;
     // In a block: the header's bytes are not kept for the session's life.
     let accepted = {
         let mut header = [0u8; HEADER_LEN];
@@ -126,15 +166,83 @@ fn unix_now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-async fn fake_tls(
+/// How a fake-TLS connection goes on after its handshake.
+enum TlsStart {
+    /// An authenticated session: the record reader's state and the payload that followed
+    /// the obfuscated2 header.
+    Session {
+        records: RecordReader,
+        pending: Vec<u8>,
+        accepted: Box<Accepted>,
+    },
+    /// Not ours: splice to `site` with the bytes received so far.
+    Mask {
+        received: Vec<u8>,
+        site: Vec<SocketAddr>,
+    },
+    /// Nothing more to do (closed, timed out in skip mode, write failed).
+    Over,
+}
+
+async fn fake_tls(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr, deadline: Instant) {
+    let shared = &*shared;
+    let Some(tls_conf) = &shared.tls else {
+        return;
+    };
+    let local = client.local_addr().unwrap_or(peer);
+    // The handshake runs in its own boxed future: its buffers, hello fields and the
+    // ServerHello's state are gone once it returns, and the session's future (kept for the
+    // connection's life) holds only what the relay needs.
+    let start = Box::pin(tls_handshake(
+        shared,
+        tls_conf,
+        &mut client,
+        peer,
+        local,
+        deadline,
+    ))
+    .await;
+    match start {
+        TlsStart::Session {
+            records,
+            pending,
+            accepted,
+        } => {
+            let (r, w) = client.split();
+            let reader = TlsReader::new(r, records, pending);
+            let writer = TlsWriter::new(w, tls_conf.record_max);
+            let client = Halves {
+                read: reader,
+                write: writer,
+            };
+            route(shared, client, peer, local, accepted).await;
+        }
+        TlsStart::Mask { received, site } => {
+            mask::splice(
+                client,
+                peer,
+                &received,
+                &site,
+                shared.idle_timeout,
+                &shared.stats,
+            )
+            .await
+        }
+        TlsStart::Over => {}
+    }
+}
+
+/// The ClientHello, the fake ServerHello and the obfuscated2 header inside the first
+/// records.
+async fn tls_handshake(
     shared: &Shared,
     tls_conf: &TlsConf,
-    mut client: TcpStream,
+    client: &mut TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     deadline: Instant,
-) {
-    let local = client.local_addr().unwrap_or(peer);
-    let default_site = tls_conf.mask.for_domain(0, local.port());
+) -> TlsStart {
+    let default_site = || tls_conf.mask.for_domain(0, local.port());
     let mut buf = Vec::with_capacity(1024);
     // Up to 9 bytes decide whether this is a ClientHello at all (C waits for 9 too).
     let need = loop {
@@ -142,25 +250,20 @@ async fn fake_tls(
             Detect::Hello { need } if buf.len() >= tls::DETECT_BYTES => break need,
             Detect::NotTls if buf.len() >= tls::DETECT_BYTES => {
                 debug!("{peer}: not a TLS ClientHello on a fake-TLS port: masking");
-                return mask::splice(
-                    client,
-                    peer,
-                    &buf,
-                    &default_site,
-                    shared.idle_timeout,
-                    &shared.stats,
-                )
-                .await;
+                return TlsStart::Mask {
+                    received: buf,
+                    site: default_site(),
+                };
             }
             _ => {}
         }
-        if !read_more(&mut client, &mut buf, deadline).await {
-            return deadline_or_close(shared, client, peer, &buf, &default_site, deadline).await;
+        if !read_more(client, &mut buf, deadline).await {
+            return deadline_or_close(shared, peer, buf, default_site(), deadline);
         }
     };
     while buf.len() < need {
-        if !read_more(&mut client, &mut buf, deadline).await {
-            return deadline_or_close(shared, client, peer, &buf, &default_site, deadline).await;
+        if !read_more(client, &mut buf, deadline).await {
+            return deadline_or_close(shared, peer, buf, default_site(), deadline);
         }
     }
     let verdict = {
@@ -190,22 +293,15 @@ async fn fake_tls(
                 Stats::inc(&shared.stats.tls_replayed);
             }
             debug!("{peer}: ClientHello rejected ({}): masking", reason.name());
-            let site = tls_conf.mask.for_domain(forward_to.index(), local.port());
-            return mask::splice(
-                client,
-                peer,
-                &buf,
-                &site,
-                shared.idle_timeout,
-                &shared.stats,
-            )
-            .await;
+            return TlsStart::Mask {
+                received: buf,
+                site: tls_conf.mask.for_domain(forward_to.index(), local.port()),
+            };
         }
     };
     Stats::inc(&shared.stats.tls_accepted);
 
-    // The fake first flight, sized like the real site's. Built and sent in a block: the
-    // reply (a few KiB) is not kept for the session's life.
+    // The fake first flight, sized like the real site's.
     {
         let shape = tls_conf.shape();
         let size = shape.pick_size(rand::random());
@@ -224,7 +320,7 @@ async fn fake_tls(
         );
         drop(app_data);
         if client.write_all(&reply).await.is_err() {
-            return;
+            return TlsStart::Over;
         }
     }
 
@@ -234,19 +330,19 @@ async fn fake_tls(
     let mut raw = buf.split_off(need);
     if let Err(e) = records.feed(&raw, &mut plain) {
         debug!("{peer}: bad TLS record after the hello: {e}");
-        return;
+        return TlsStart::Over;
     }
     while plain.len() < HEADER_LEN {
         let before = raw.len();
-        if !read_more(&mut client, &mut raw, deadline).await {
+        if !read_more(client, &mut raw, deadline).await {
             if Instant::now() >= deadline {
                 Stats::inc(&shared.stats.handshakes_timeout);
             }
-            return;
+            return TlsStart::Over;
         }
         if let Err(e) = records.feed(&raw[before..], &mut plain) {
             debug!("{peer}: bad TLS record after the hello: {e}");
-            return;
+            return TlsStart::Over;
         }
     }
     let header: [u8; HEADER_LEN] = plain[..HEADER_LEN].try_into().expect("64 bytes");
@@ -259,60 +355,44 @@ async fn fake_tls(
                 a.tag.name()
             );
             Stats::inc(&shared.stats.handshakes_bad);
-            return mask::splice(
-                client,
-                peer,
-                &raw,
-                &default_site,
-                shared.idle_timeout,
-                &shared.stats,
-            )
-            .await;
+            return TlsStart::Mask {
+                received: raw,
+                site: default_site(),
+            };
         }
         None => {
             Stats::inc(&shared.stats.handshakes_bad);
             debug!(
                 "{peer}: no secret matches the header inside TLS; discarding until the deadline"
             );
-            skip_until(&mut client, deadline).await;
-            return;
+            skip_until(client, deadline).await;
+            return TlsStart::Over;
         }
     };
     count_accepted(shared, peer, &accepted);
     let pending = plain.split_off(HEADER_LEN);
-    // The hello and the header are done with: do not hold them for the session's life.
-    drop((buf, raw, plain, default_site));
-    let (r, w) = client.split();
-    let reader = TlsReader::new(r, records, pending);
-    let writer = TlsWriter::new(w, tls_conf.record_max);
-    route(
-        shared,
-        Halves {
-            read: reader,
-            write: writer,
-        },
-        peer,
-        local,
+    TlsStart::Session {
+        records,
+        pending,
         accepted,
-    )
-    .await;
+    }
 }
 
 /// Too few bytes by the deadline: C forwards to the default domain at its 10-s timer; a
 /// connection the client closed is simply over.
-async fn deadline_or_close(
+fn deadline_or_close(
     shared: &Shared,
-    client: TcpStream,
     peer: SocketAddr,
-    buf: &[u8],
-    site: &[SocketAddr],
+    received: Vec<u8>,
+    site: Vec<SocketAddr>,
     deadline: Instant,
-) {
+) -> TlsStart {
     if Instant::now() >= deadline {
         Stats::inc(&shared.stats.handshakes_timeout);
         debug!("{peer}: incomplete first bytes at the deadline: masking");
-        mask::splice(client, peer, buf, site, shared.idle_timeout, &shared.stats).await;
+        return TlsStart::Mask { received, site };
     }
+    TlsStart::Over
 }
 
 /// Skip mode: read and discard until the deadline or the peer's close; never write.

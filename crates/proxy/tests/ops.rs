@@ -224,7 +224,31 @@ async fn connection_cap_refuses_the_65th_cleanly() {
     let b = stats_body(stats_port).await;
     assert!(b.contains("accept_connection_limit_failed\t1"), "{b}");
     assert!(b.contains("active_special_connections\t64"), "{b}");
+    // Closed by the clients, the sessions end and give their places back: the count
+    // returns to zero and a new connection is taken again.
     drop(held);
+    let end = Instant::now() + LIMIT;
+    while !stats_body(stats_port)
+        .await
+        .contains("active_special_connections\t0")
+    {
+        assert!(
+            Instant::now() < end,
+            "the active count did not return to 0 after the clients closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _again = TcpStream::connect(proxy.addr()).await.unwrap();
+    let end = Instant::now() + LIMIT;
+    loop {
+        let b = stats_body(stats_port).await;
+        if b.contains("active_special_connections\t1") {
+            assert!(b.contains("accept_connection_limit_failed\t1"), "{b}");
+            break;
+        }
+        assert!(Instant::now() < end, "a new connection was not taken: {b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 async fn stats_body(port: u16) -> String {
