@@ -476,6 +476,11 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                         format!("cannot open http/tcp server socket at port {port}: {e}"),
                     )
                 })?;
+                // Keepalive on the listening socket: Linux copies it to every accepted
+                // socket, which saves a setsockopt per connection (the window clamp is
+                // set per connection all the same: inherited, it would be cut to the
+                // initial window).
+                let _ = socket2::SockRef::from(&l).set_keepalive(true);
                 listeners.push(l);
             }
             (listeners, None)

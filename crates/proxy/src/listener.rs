@@ -132,7 +132,6 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 continue;
             }
         }
-        let _ = socket2::SockRef::from(&stream).set_keepalive(true);
         if let Some(c) = shared.window_clamp {
             set_window_clamp(&stream, c);
         }

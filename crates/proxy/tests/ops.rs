@@ -433,3 +433,39 @@ async fn no_secret_in_any_log_line() {
         "{first}"
     );
 }
+
+/// The proxy's side of the connection whose remote end is `client_port`, from the
+/// kernel's table: (local port, timer kind). Timer kind 2 is the keepalive timer of an
+/// established socket with SO_KEEPALIVE and nothing in flight (proc(5), /proc/net/tcp).
+fn proxy_side(proxy_port: u16, client_port: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let port = |a: &str| u16::from_str_radix(a.rsplit(':').next()?, 16).ok();
+        let (local, remote) = (port(f[1])?, port(f[2])?);
+        if local == proxy_port && remote == client_port && f[3] == "01" {
+            u8::from_str_radix(f[5].split(':').next()?, 16).ok()
+        } else {
+            None
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accepted_client_sockets_have_keepalive() {
+    // C sets SO_KEEPALIVE on every client socket; we set it on the listening socket and
+    // the kernel copies it to each accepted one. Seen from the kernel's socket table.
+    let proxy = common::start(&["-S", S1, "--handshake-timeout", "60"]);
+    let client = TcpStream::connect(proxy.addr()).await.unwrap();
+    let (pp, cp) = (proxy.addr().port(), client.local_addr().unwrap().port());
+    let end = Instant::now() + LIMIT;
+    let timer = loop {
+        if let Some(t) = proxy_side(pp, cp) {
+            break t;
+        }
+        assert!(Instant::now() < end, "the proxy's socket never showed up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(timer, 2, "no keepalive timer on the accepted socket");
+    drop(client);
+}

@@ -315,6 +315,8 @@ pub async fn serve<R, W>(
     if matches!(why, End::Idle) {
         Stats::inc(&stats.idle_closed);
     }
-    let _ = wr.shutdown().await;
+    // Out with anything still buffered (fake-TLS records); no shutdown(2): the socket is
+    // closed when the session returns, which sends the FIN all the same.
+    let _ = wr.flush().await;
     debug!("{peer}: ME-mode session ended: {why:?}");
 }
