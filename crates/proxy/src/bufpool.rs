@@ -41,6 +41,19 @@ pub fn give_out(mut buf: Vec<u8>) {
 }
 
 /// A buffer of [`BUF_SIZE`] bytes (contents unspecified).
+/// A buffer for one message of about `len` bytes on its way between a session and its ME
+/// connection (a request, an answer): a pooled output buffer when the message is large
+/// enough that the pooled buffer wastes at most half of it (64 KiB messages otherwise cost
+/// an allocation, page faults and a free each), else a fresh one of the exact size (queued
+/// small messages must not each hold 64 KiB). Give it back with [`give_out`].
+pub fn for_message(len: usize) -> Vec<u8> {
+    if (BUF_SIZE / 2..=BUF_SIZE).contains(&len) {
+        take_out()
+    } else {
+        Vec::with_capacity(len)
+    }
+}
+
 pub fn take() -> Box<[u8]> {
     POOL.with(|p| p.borrow_mut().pop())
         .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
@@ -94,5 +107,24 @@ mod tests {
         give_out(big);
         let c = take_out();
         assert_ne!(c.as_ptr(), big_ptr, "an oversized buffer is not kept");
+    }
+
+    #[test]
+    fn message_buffers_are_pooled_only_when_large() {
+        let small = for_message(100);
+        assert_eq!(
+            small.capacity(),
+            100,
+            "a small message gets an exact buffer"
+        );
+        give_out(small);
+        let mut big = for_message(BUF_SIZE / 2 + 1);
+        assert!(big.capacity() >= BUF_SIZE);
+        big.extend_from_slice(&[1; 10]);
+        let ptr = big.as_ptr();
+        give_out(big);
+        let again = for_message(BUF_SIZE);
+        assert_eq!(again.as_ptr(), ptr, "a large one is reused");
+        assert!(for_message(BUF_SIZE + 1).capacity() > BUF_SIZE);
     }
 }

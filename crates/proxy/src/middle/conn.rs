@@ -10,6 +10,7 @@
 //!
 //! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).
 
+use crate::bufpool;
 use crate::stats::Stats;
 use mtproto_wire::rpc::{
     self, derive_keys, frame::pad_to_block, handshake, nonce, ops, AesCbcDecryptor, CrcKind,
@@ -75,6 +76,9 @@ struct InboxState {
     queue: std::collections::VecDeque<ToClient>,
     waker: Option<std::task::Waker>,
     closed: bool,
+    /// The session is to be dropped at once, without writing what is queued (C's
+    /// fail_connection for a client over its or the process's buffer budget).
+    shed: Option<CloseCause>,
 }
 
 impl Inbox {
@@ -94,10 +98,47 @@ impl Inbox {
         Ok(())
     }
 
+    /// Tells the session to end at once for `cause`: what is queued is dropped and the
+    /// session sees the close even while it waits on a client that does not read (see
+    /// [`Inbox::shed_signal`]).
+    pub fn shed(&self, cause: CloseCause) {
+        let waker = {
+            let mut st = self.state.lock().expect("inbox");
+            if st.closed {
+                return;
+            }
+            st.shed = Some(cause);
+            st.queue = std::collections::VecDeque::new();
+            st.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// Resolves when [`Inbox::shed`] was called. Shares the one waker slot with
+    /// [`Inbox::recv`]: the session polls one or the other, never both at once.
+    pub async fn shed_signal(&self) -> CloseCause {
+        std::future::poll_fn(|cx| {
+            let mut st = self.state.lock().expect("inbox");
+            match st.shed {
+                Some(c) => std::task::Poll::Ready(c),
+                None => {
+                    st.waker = Some(cx.waker().clone());
+                    std::task::Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
     /// The next message, waiting for one.
     pub async fn recv(&self) -> ToClient {
         std::future::poll_fn(|cx| {
             let mut st = self.state.lock().expect("inbox");
+            if let Some(c) = st.shed {
+                return std::task::Poll::Ready(ToClient::Close(c));
+            }
             match st.queue.pop_front() {
                 Some(m) => std::task::Poll::Ready(m),
                 None => {
@@ -113,6 +154,9 @@ impl Inbox {
     /// unless it is small, so a session that had a burst does not keep it.
     pub fn try_recv(&self) -> Option<ToClient> {
         let mut st = self.state.lock().expect("inbox");
+        if let Some(c) = st.shed {
+            return Some(ToClient::Close(c));
+        }
         let m = st.queue.pop_front();
         if m.is_none() && st.queue.capacity() > 8 {
             st.queue = std::collections::VecDeque::new();
@@ -497,10 +541,14 @@ async fn write_loop(
             p = rx.recv() => {
                 let Some(p) = p else { return };
                 encoder.encode(&p, &mut out);
+                bufpool::give_out(p);
                 // Batch what else is queued into the same write.
                 while out.len() < 256 * 1024 {
                     match rx.try_recv() {
-                        Ok(p) => encoder.encode(&p, &mut out),
+                        Ok(p) => {
+                            encoder.encode(&p, &mut out);
+                            bufpool::give_out(p);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -564,7 +612,7 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
             link.queued.fetch_sub(size, Relaxed);
             stats.me_queued_bytes.fetch_sub(size as u64, Relaxed);
             let link = sessions.remove(&conn_id).expect("present");
-            let _ = link.tx.send(ToClient::Close(cause));
+            link.tx.shed(cause);
             Stats::inc(counter);
             return true;
         }
@@ -576,7 +624,9 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
     };
     match ops::parse_me_op(payload) {
         MeOp::ProxyAns { conn_id, data, .. } => {
-            let bytes = payload[data].to_vec();
+            // Given back to the pool by the session once written to its client.
+            let mut bytes = bufpool::for_message(data.len());
+            bytes.extend_from_slice(&payload[data]);
             let n = bytes.len();
             if to_session(conn_id, ToClient::Data(bytes), n) {
                 Stats::inc(&stats.forwarded_responses);

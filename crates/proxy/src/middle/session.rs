@@ -28,6 +28,9 @@ use tokio::io::ReadBuf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{debug, trace};
 
+/// Most bytes an RPC_PROXY_REQ adds around the client's packet (header and ad tag).
+const PROXY_REQ_ROOM: usize = ops::PROXY_REQ_HEADER_LEN + 4 + ops::PROXY_TAG_ITEM_LEN;
+
 /// A client packet of exactly this length starting with RPC_PING gets RPC_PONG from the
 /// proxy itself (C `tcp_rpcs_default_execute`).
 const CLIENT_PING_LEN: usize = 12;
@@ -95,6 +98,23 @@ impl ClientWriter {
     }
 }
 
+/// Writes the batch to the client unless, first, the ME sheds the session (over its
+/// buffer budget) or the idle deadline passes: a client that does not read must not pin
+/// its session, and the ME's close must be seen while the write waits.
+async fn flush_bounded<W: AsyncWriteExt + Unpin>(
+    writer: &mut ClientWriter,
+    wr: &mut W,
+    inbox: &Inbox,
+    deadline: tokio::time::Instant,
+) -> Result<(), End> {
+    tokio::select! {
+        biased;
+        cause = inbox.shed_signal() => Err(End::Me(cause)),
+        r = writer.flush(wr) => r.map_err(|e| End::ClientError(e.kind())),
+        _ = tokio::time::sleep_until(deadline) => Err(End::Idle),
+    }
+}
+
 /// Why the session ended, for the log (fields are read through `Debug`).
 #[derive(Debug)]
 #[allow(dead_code)]
@@ -145,7 +165,6 @@ pub async fn serve<R, W>(
     // Client bytes: buf[start..end] decrypted and not yet consumed.
     let mut buf: Vec<u8> = Vec::new();
     let (mut start, mut end) = (0usize, 0usize);
-    let mut req = Vec::new();
     let mut last_activity = tokio::time::Instant::now();
     let mut tracking = crate::stats::SecretUse::new(stats.secret(secret_index));
 
@@ -250,9 +269,11 @@ pub async fn serve<R, W>(
                         }
                         let b = binding.as_ref().expect("bound above");
                         let params = ReqParams { transport: tag, quick_ack, unencrypted, proxy_tag: mid.proxy_tag, pad_flag: false };
-                        req.clear();
+                        // The request's buffer goes back to the pool once the ME connection
+                        // has framed it.
+                        let mut req = bufpool::for_message(PROXY_REQ_ROOM + packet.len());
                         ops::build_proxy_req(&mut req, &params, b.id, peer, local, packet);
-                        if b.conn.send(std::mem::take(&mut req)).await.is_err() {
+                        if b.conn.send(req).await.is_err() {
                             break 'session End::Me(CloseCause::MeLost);
                         }
                         Stats::inc(&stats.forwarded_queries);
@@ -262,8 +283,8 @@ pub async fn serve<R, W>(
                         }
                     }
                 }
-                if let Err(e) = writer.flush(&mut wr).await {
-                    break End::ClientError(e.kind());
+                if let Err(end) = flush_bounded(&mut writer, &mut wr, &inbox, last_activity + idle).await {
+                    break end;
                 }
             }
             msg = inbox.recv() => {
@@ -276,6 +297,7 @@ pub async fn serve<R, W>(
                             queued.fetch_sub(d.len(), Relaxed);
                             stats.me_queued_bytes.fetch_sub(d.len() as u64, Relaxed);
                             writer.packet(&d);
+                            bufpool::give_out(d);
                         }
                         ToClient::QuickAck(t) => {
                             queued.fetch_sub(4, Relaxed);
@@ -283,7 +305,11 @@ pub async fn serve<R, W>(
                             writer.quick_ack(t);
                         }
                         ToClient::Close(cause) => {
-                            let _ = writer.flush(&mut wr).await;
+                            // Shed for its buffers: dropped at once, like C. Closed by the
+                            // ME: what it sent before goes out first.
+                            if !matches!(cause, CloseCause::Budget | CloseCause::Flood) {
+                                let _ = flush_bounded(&mut writer, &mut wr, &inbox, last_activity + idle).await;
+                            }
                             break 'session End::Me(cause);
                         }
                     }
@@ -291,8 +317,8 @@ pub async fn serve<R, W>(
                         next = inbox.try_recv();
                     }
                 }
-                if let Err(e) = writer.flush(&mut wr).await {
-                    break End::ClientError(e.kind());
+                if let Err(end) = flush_bounded(&mut writer, &mut wr, &inbox, last_activity + idle).await {
+                    break end;
                 }
             }
         }
@@ -315,8 +341,91 @@ pub async fn serve<R, W>(
     if matches!(why, End::Idle) {
         Stats::inc(&stats.idle_closed);
     }
-    // Out with anything still buffered (fake-TLS records); no shutdown(2): the socket is
-    // closed when the session returns, which sends the FIN all the same.
-    let _ = wr.flush().await;
+    // Out with anything still buffered (fake-TLS records), for as long as the idle timeout
+    // at most; no shutdown(2): the socket is closed when the session returns, which sends
+    // the FIN all the same.
+    let _ = tokio::time::timeout(idle, wr.flush()).await;
     debug!("{peer}: ME-mode session ended: {why:?}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    fn writer_with(bytes: usize) -> ClientWriter {
+        let mut w = ClientWriter {
+            tag: Tag::Intermediate,
+            enc: AesCtr::new(&[1; 32], &[2; 16]),
+            out: Vec::new(),
+        };
+        w.packet(&vec![7u8; bytes]);
+        w
+    }
+
+    /// A client that does not read blocks the write; the ME's shed still ends it, and
+    /// what is queued is dropped.
+    #[tokio::test]
+    async fn a_shed_ends_a_write_to_a_client_that_does_not_read() {
+        let (mut client, _never_read) = tokio::io::duplex(1024);
+        let mut writer = writer_with(64 * 1024);
+        let inbox = Arc::new(Inbox::default());
+        inbox.send(ToClient::QuickAck(1)).unwrap();
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let shedder = {
+            let inbox = inbox.clone();
+            tokio::spawn(async move {
+                // Only once the session is waiting on its write.
+                tokio::task::yield_now().await;
+                inbox.shed(CloseCause::Budget);
+            })
+        };
+        let r = tokio::time::timeout(
+            Duration::from_secs(20),
+            flush_bounded(&mut writer, &mut client, &inbox, far),
+        )
+        .await
+        .expect("the shed was not seen while the write waited");
+        assert!(matches!(r, Err(End::Me(CloseCause::Budget))), "{r:?}");
+        shedder.await.unwrap();
+        // The queue is dropped and the close is what the session reads next.
+        assert!(matches!(
+            inbox.try_recv(),
+            Some(ToClient::Close(CloseCause::Budget))
+        ));
+        assert!(matches!(
+            inbox.recv().await,
+            ToClient::Close(CloseCause::Budget)
+        ));
+    }
+
+    /// Nothing moves until the idle deadline: the write gives up then.
+    #[tokio::test]
+    async fn a_write_that_does_not_move_ends_at_the_idle_deadline() {
+        let (mut client, _never_read) = tokio::io::duplex(1024);
+        let mut writer = writer_with(64 * 1024);
+        let inbox = Inbox::default();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
+        let r = flush_bounded(&mut writer, &mut client, &inbox, deadline).await;
+        assert!(matches!(r, Err(End::Idle)), "{r:?}");
+        assert!(tokio::time::Instant::now() >= deadline);
+    }
+
+    /// A client that reads gets the whole batch.
+    #[tokio::test]
+    async fn a_reading_client_gets_the_batch() {
+        let (mut client, mut peer) = tokio::io::duplex(1024);
+        let mut writer = writer_with(64 * 1024);
+        let want = writer.out.len();
+        let inbox = Inbox::default();
+        let far = tokio::time::Instant::now() + Duration::from_secs(3600);
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; want];
+            peer.read_exact(&mut got).await.map(|_| got.len())
+        });
+        flush_bounded(&mut writer, &mut client, &inbox, far)
+            .await
+            .unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), want);
+    }
 }
