@@ -204,17 +204,12 @@ async fn connection_cap_refuses_the_65th_cleanly() {
     }
     // The 64 are accepted (they sit in the handshake); the 65th is closed at once.
     let stats_port: u16 = sp.parse().unwrap();
-    let end = Instant::now() + LIMIT;
-    while !stats_body(stats_port)
-        .await
-        .contains("active_special_connections\t64")
-    {
-        assert!(
-            Instant::now() < end,
-            "the 64 connections were not all accepted"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_stats(
+        stats_port,
+        "active_special_connections\t64",
+        "all 64 accepted",
+    )
+    .await;
     let mut extra = TcpStream::connect(proxy.addr()).await.unwrap();
     let mut buf = [0u8; 1];
     let n = timeout(LIMIT, extra.read(&mut buf))
@@ -227,26 +222,31 @@ async fn connection_cap_refuses_the_65th_cleanly() {
     // Closed by the clients, the sessions end and give their places back: the count
     // returns to zero and a new connection is taken again.
     drop(held);
-    let end = Instant::now() + LIMIT;
-    while !stats_body(stats_port)
-        .await
-        .contains("active_special_connections\t0")
-    {
-        assert!(
-            Instant::now() < end,
-            "the active count did not return to 0 after the clients closed"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_stats(
+        stats_port,
+        "active_special_connections\t0",
+        "count back to 0",
+    )
+    .await;
     let _again = TcpStream::connect(proxy.addr()).await.unwrap();
+    let b = wait_stats(
+        stats_port,
+        "active_special_connections\t1",
+        "a new one taken",
+    )
+    .await;
+    assert!(b.contains("accept_connection_limit_failed\t1"), "{b}");
+}
+
+/// Polls `/stats` until it contains `needle`; returns that body. Fails after `LIMIT`.
+async fn wait_stats(port: u16, needle: &str, what: &str) -> String {
     let end = Instant::now() + LIMIT;
     loop {
-        let b = stats_body(stats_port).await;
-        if b.contains("active_special_connections\t1") {
-            assert!(b.contains("accept_connection_limit_failed\t1"), "{b}");
-            break;
+        let b = stats_body(port).await;
+        if b.contains(needle) {
+            return b;
         }
-        assert!(Instant::now() < end, "a new connection was not taken: {b}");
+        assert!(Instant::now() < end, "{what}: no {needle:?} in\n{b}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
