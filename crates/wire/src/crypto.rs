@@ -8,7 +8,7 @@ use aws_lc_sys::{AES_ctr128_encrypt, AES_set_encrypt_key, AES_KEY};
 use std::os::raw::c_uint;
 
 #[cfg(target_arch = "x86_64")]
-mod vaes;
+pub(crate) mod vaes;
 
 /// The cipher state: aws-lc's `AES_KEY` (encryption schedule only: CTR never decrypts a
 /// block) and the OpenSSL-style counter block, keystream block and offset into it, which
@@ -88,12 +88,19 @@ fn vaes_usable() -> bool {
         1 => true,
         2 => false,
         _ => {
-            let off = std::env::var_os("MTPROXY_AES").is_some_and(|v| v == "aesni");
-            let yes = !off && vaes::cpu_has() && vaes_self_test();
+            let yes = vaes_allowed() && vaes_self_test();
             USE.store(if yes { 1 } else { 2 }, Relaxed);
             yes
         }
     }
+}
+
+/// The CPU has the VAES kernels and the environment does not turn them off
+/// (`MTPROXY_AES=aesni`). Each user also checks the kernel against aws-lc once.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vaes_allowed() -> bool {
+    let off = std::env::var_os("MTPROXY_AES").is_some_and(|v| v == "aesni");
+    !off && vaes::cpu_has()
 }
 
 #[cfg(target_arch = "x86_64")]

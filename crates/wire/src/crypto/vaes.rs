@@ -17,16 +17,16 @@ use std::arch::x86_64::*;
 const LANES: usize = 8;
 
 /// Bytes per kernel step: 32 AES blocks.
-pub(super) const CHUNK: usize = 64 * LANES;
+pub(crate) const CHUNK: usize = 64 * LANES;
 
 /// AES blocks per kernel step.
 const BLOCKS: u64 = 4 * LANES as u64;
 
 /// AES-256 round keys, 15 × 16 bytes, as in aws-lc's `AES_KEY::rd_key`.
-pub(super) type RoundKeys = [u32; 60];
+pub(crate) type RoundKeys = [u32; 60];
 
 /// Whether this CPU runs the kernels (the features they are compiled for).
-pub(super) fn cpu_has() -> bool {
+pub(crate) fn cpu_has() -> bool {
     is_x86_feature_detected!("avx512f")
         && is_x86_feature_detected!("avx512bw")
         && is_x86_feature_detected!("vaes")
@@ -110,7 +110,7 @@ fn encrypt(k: &[__m512i; 15], s: &mut [__m512i; LANES]) {
 /// The CPU must have AVX-512F, AVX-512BW and VAES ([`cpu_has`]); `data.len()` must be a
 /// multiple of [`CHUNK`].
 #[target_feature(enable = "avx512f,avx512bw,vaes")]
-pub(super) unsafe fn ctr(rk: &RoundKeys, ctr: &mut u128, data: &mut [u8]) {
+pub(crate) unsafe fn ctr(rk: &RoundKeys, ctr: &mut u128, data: &mut [u8]) {
     debug_assert_eq!(data.len() % CHUNK, 0);
     let k = schedule(rk);
     let bswap = _mm512_broadcast_i32x4(_mm_set_epi8(
@@ -155,6 +155,57 @@ fn xor_into(chunk: &mut [u8], ks: &[__m512i; LANES]) {
             let p = chunk.as_mut_ptr().add(64 * v) as *mut __m512i;
             let x = _mm512_xor_si512(_mm512_loadu_si512(p as *const _), *k);
             _mm512_storeu_si512(p as *mut _, x);
+        }
+    }
+}
+
+/// AES-256-CBC decryption of whole chunks in place: `P_i = D(C_i) ^ C_(i-1)`, 32 blocks per
+/// step (decryption, unlike encryption, has no chain between blocks to wait on). `rk` is
+/// aws-lc's decryption schedule (`AES_set_decrypt_key`: the round keys reversed and, but
+/// for the first and last, passed through InvMixColumns, which is what AESDEC takes); `iv`
+/// is the previous ciphertext block and becomes the chunk's last one.
+///
+/// # Safety
+/// As [`ctr`].
+#[target_feature(enable = "avx512f,avx512bw,vaes")]
+pub(crate) unsafe fn cbc_decrypt(rk: &RoundKeys, iv: &mut [u8; 16], data: &mut [u8]) {
+    debug_assert_eq!(data.len() % CHUNK, 0);
+    let k = schedule(rk);
+    for chunk in data.chunks_exact_mut(CHUNK) {
+        let p = chunk.as_mut_ptr();
+        let mut s = [_mm512_setzero_si512(); LANES];
+        let mut prev = [_mm512_setzero_si512(); LANES];
+        // The previous ciphertext block of each block: the IV, then the chunk shifted by one
+        // block. All loaded before anything is written back.
+        let mut first = [0u8; 64];
+        first[..16].copy_from_slice(iv);
+        first[16..].copy_from_slice(&chunk[..48]);
+        // SAFETY: every load is 64 bytes at 64v (or 64v − 16 for v ≥ 1) inside the
+        // CHUNK-byte chunk, or the 64-byte `first`.
+        unsafe {
+            prev[0] = _mm512_loadu_si512(first.as_ptr() as *const _);
+            for v in 0..LANES {
+                s[v] = _mm512_loadu_si512(p.add(64 * v) as *const _);
+                if v > 0 {
+                    prev[v] = _mm512_loadu_si512(p.add(64 * v - 16) as *const _);
+                }
+            }
+        }
+        iv.copy_from_slice(&chunk[CHUNK - 16..]);
+        for x in s.iter_mut() {
+            *x = _mm512_xor_si512(*x, k[0]);
+        }
+        for rk in &k[1..14] {
+            for x in s.iter_mut() {
+                *x = _mm512_aesdec_epi128(*x, *rk);
+            }
+        }
+        for (x, pv) in s.iter_mut().zip(prev.iter()) {
+            *x = _mm512_xor_si512(_mm512_aesdeclast_epi128(*x, k[14]), *pv);
+        }
+        for (v, x) in s.iter().enumerate() {
+            // SAFETY: 64 bytes at 64v inside the chunk.
+            unsafe { _mm512_storeu_si512(p.add(64 * v) as *mut _, *x) };
         }
     }
 }

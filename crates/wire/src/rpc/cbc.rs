@@ -9,6 +9,41 @@
 use aws_lc_sys::{AES_cbc_encrypt, AES_set_decrypt_key, AES_set_encrypt_key, AES_DECRYPT};
 use aws_lc_sys::{AES_ENCRYPT, AES_KEY};
 
+#[cfg(target_arch = "x86_64")]
+use crate::crypto::vaes;
+
+/// Whether CBC decryption uses the VAES kernel: allowed (CPU, environment) and the
+/// kernel gives aws-lc's bytes and chain for a test stream. Decided once.
+#[cfg(target_arch = "x86_64")]
+fn vaes_decrypt_usable() -> bool {
+    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+    static USE: AtomicU8 = AtomicU8::new(0); // 0 undecided, 1 yes, 2 no
+    match USE.load(Relaxed) {
+        1 => true,
+        2 => false,
+        _ => {
+            let yes = crate::crypto::vaes_allowed() && vaes_decrypt_self_test();
+            USE.store(if yes { 1 } else { 2 }, Relaxed);
+            yes
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn vaes_decrypt_self_test() -> bool {
+    let key: [u8; 32] = std::array::from_fn(|i| (i * 11 + 3) as u8);
+    let iv = [0x5au8; BLOCK_LEN];
+    let data: Vec<u8> = (0..2 * vaes::CHUNK).map(|i| (i * 29 + 1) as u8).collect();
+    let mut want = data.clone();
+    let mut reference = Chain::new(&key, &iv, false);
+    reference.run_aws(&mut want, AES_DECRYPT as _);
+    let mut got = data;
+    let mut c = Chain::new(&key, &iv, false);
+    // SAFETY: the caller checked the CPU; the buffer is whole chunks.
+    unsafe { vaes::cbc_decrypt(&c.key.rd_key, &mut c.iv, &mut got) };
+    got == want && c.iv == reference.iv
+}
+
 /// The AES block size.
 pub const BLOCK_LEN: usize = 16;
 
@@ -48,6 +83,22 @@ impl Chain {
 
     /// Runs the longest whole-block prefix of `buf` through the chain in place.
     fn run(&mut self, buf: &mut [u8], mode: std::os::raw::c_int) -> usize {
+        let n = buf.len() / BLOCK_LEN * BLOCK_LEN;
+        #[cfg(target_arch = "x86_64")]
+        if mode == AES_DECRYPT as std::os::raw::c_int && n >= vaes::CHUNK && vaes_decrypt_usable() {
+            // Whole chunks on the VAES kernel, the rest on aws-lc, one chain.
+            let whole = n / vaes::CHUNK * vaes::CHUNK;
+            // SAFETY: checked CPU; `whole` is a multiple of the chunk; the key is the
+            // decryption schedule (`new` with encrypt = false).
+            unsafe { vaes::cbc_decrypt(&self.key.rd_key, &mut self.iv, &mut buf[..whole]) };
+            self.pos += whole as u64;
+            return whole + self.run_aws(&mut buf[whole..n], mode);
+        }
+        self.run_aws(&mut buf[..n], mode)
+    }
+
+    /// aws-lc's CBC over the whole blocks of `buf`.
+    fn run_aws(&mut self, buf: &mut [u8], mode: std::os::raw::c_int) -> usize {
         let n = buf.len() / BLOCK_LEN * BLOCK_LEN;
         if n > 0 {
             let p = buf.as_mut_ptr();
@@ -180,5 +231,41 @@ mod tests {
             dec.decrypt(&mut c[at..]);
             prop_assert_eq!(c, plain);
         }
+    }
+
+    /// Decryption through `decrypt` (the VAES kernel for whole chunks where the CPU has
+    /// it) against aws-lc alone, for lengths around the chunk, split in two calls.
+    #[test]
+    fn decryption_matches_aws_lc_for_any_split() {
+        let (key, iv) = kiv();
+        for &n in &[16usize, 496, 512, 528, 1024, 1040, 4096, 65536, 65536 + 48] {
+            for &first in &[0usize, 16, 512, 528] {
+                let first = first.min(n);
+                let data: Vec<u8> = (0..n).map(|i| (i * 13 + 7) as u8).collect();
+                let mut want = data.clone();
+                let mut r = Chain::new(&key, &iv, false);
+                r.run_aws(&mut want, AES_DECRYPT as _);
+                let mut got = data.clone();
+                let mut d = AesCbcDecryptor::new(&key, &iv);
+                assert_eq!(d.decrypt(&mut got[..first]), first);
+                assert_eq!(d.decrypt(&mut got[first..]), n - first);
+                assert_eq!(got, want, "n {n} first {first}");
+                assert_eq!(d.position(), n as u64);
+                // The chain continues.
+                let (mut x, mut y) = ([9u8; 32], [9u8; 32]);
+                r.run_aws(&mut x, AES_DECRYPT as _);
+                d.decrypt(&mut y);
+                assert_eq!(x, y, "n {n} first {first} (next)");
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn decryption_kernel_in_use_where_the_cpu_has_it() {
+        if std::env::var_os("MTPROXY_AES").is_some() {
+            return;
+        }
+        assert_eq!(vaes_decrypt_usable(), vaes::cpu_has());
     }
 }
