@@ -34,12 +34,41 @@ use tracing::{debug, trace};
 #[derive(Debug)]
 pub enum ToClient {
     /// One packet for the client (RPC_PROXY_ANS data).
-    Data(Vec<u8>),
+    Data(Answer),
     /// A quick-ack token (RPC_SIMPLE_ACK).
     QuickAck(u32),
     /// Close the client: the ME closed the session (RPC_CLOSE_EXT, no CLOSE_CONN back),
     /// the ME connection died, or the client fell too far behind.
     Close(CloseCause),
+}
+
+/// One answer's bytes with room in front for the client's transport prefix, so a large
+/// answer can be framed and encrypted where it is (no copy into the session's output).
+#[derive(Debug)]
+pub struct Answer {
+    buf: Vec<u8>,
+}
+
+impl Answer {
+    /// Room kept in front of the payload: the longest transport prefix (4 bytes).
+    pub const HEADROOM: usize = 4;
+
+    /// Copies `payload` in, into a pooled buffer when it is large.
+    pub fn new(payload: &[u8]) -> Answer {
+        let mut buf = bufpool::for_message(Self::HEADROOM + payload.len());
+        buf.extend_from_slice(&[0; Self::HEADROOM]);
+        buf.extend_from_slice(payload);
+        Answer { buf }
+    }
+
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[Self::HEADROOM..]
+    }
+
+    /// The buffer, payload at [`Answer::HEADROOM`].
+    pub fn into_buf(self) -> Vec<u8> {
+        self.buf
+    }
 }
 
 /// Why an ME connection closed a session.
@@ -625,9 +654,8 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
     match ops::parse_me_op(payload) {
         MeOp::ProxyAns { conn_id, data, .. } => {
             // Given back to the pool by the session once written to its client.
-            let mut bytes = bufpool::for_message(data.len());
-            bytes.extend_from_slice(&payload[data]);
-            let n = bytes.len();
+            let bytes = Answer::new(&payload[data]);
+            let n = bytes.payload().len();
             if to_session(conn_id, ToClient::Data(bytes), n) {
                 Stats::inc(&stats.forwarded_responses);
             } else {
@@ -675,9 +703,9 @@ mod tests {
         inbox.send(ToClient::QuickAck(1)).unwrap();
         assert!(matches!(waiting.await.unwrap(), ToClient::QuickAck(1)));
 
-        inbox.send(ToClient::Data(vec![1, 2])).unwrap();
+        inbox.send(ToClient::Data(Answer::new(&[1, 2]))).unwrap();
         inbox.send(ToClient::QuickAck(3)).unwrap();
-        assert!(matches!(inbox.recv().await, ToClient::Data(d) if d == [1, 2]));
+        assert!(matches!(inbox.recv().await, ToClient::Data(d) if d.payload() == [1, 2]));
         assert!(matches!(inbox.try_recv(), Some(ToClient::QuickAck(3))));
         assert!(inbox.try_recv().is_none());
 
