@@ -9,6 +9,8 @@ use std::os::raw::c_uint;
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod vaes;
+#[cfg(target_arch = "x86_64")]
+use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
 
 /// The cipher state: aws-lc's `AES_KEY` (encryption schedule only: CTR never decrypts a
 /// block) and the OpenSSL-style counter block, keystream block and offset into it, which
@@ -82,14 +84,20 @@ fn split_for_kernel(used: c_uint, buf: &mut [u8]) -> (&mut [u8], &mut [u8], &mut
 /// that aws-lc stored the round keys in the layout the kernels read). Decided once.
 #[cfg(target_arch = "x86_64")]
 fn vaes_usable() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-    static USE: AtomicU8 = AtomicU8::new(0); // 0 undecided, 1 yes, 2 no
-    match USE.load(Relaxed) {
+    static USE: AtomicU8 = AtomicU8::new(0);
+    vaes_decided(&USE, vaes_self_test)
+}
+
+/// Whether to use one of the VAES kernels, decided once per process and kept in `cell`
+/// (0 undecided, 1 yes, 2 no): allowed ([`vaes_allowed`]) and `self_test` passes.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn vaes_decided(cell: &AtomicU8, self_test: fn() -> bool) -> bool {
+    match cell.load(Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let yes = vaes_allowed() && vaes_self_test();
-            USE.store(if yes { 1 } else { 2 }, Relaxed);
+            let yes = vaes_allowed() && self_test();
+            cell.store(if yes { 1 } else { 2 }, Relaxed);
             yes
         }
     }
@@ -319,5 +327,6 @@ mod tests {
             return;
         }
         assert_eq!(vaes_usable(), vaes::cpu_has());
+        assert_eq!(crate::rpc::cbc::vaes_decrypt_usable(), vaes::cpu_has());
     }
 }

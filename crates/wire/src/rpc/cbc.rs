@@ -15,18 +15,9 @@ use crate::crypto::vaes;
 /// Whether CBC decryption uses the VAES kernel: allowed (CPU, environment) and the
 /// kernel gives aws-lc's bytes and chain for a test stream. Decided once.
 #[cfg(target_arch = "x86_64")]
-fn vaes_decrypt_usable() -> bool {
-    use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
-    static USE: AtomicU8 = AtomicU8::new(0); // 0 undecided, 1 yes, 2 no
-    match USE.load(Relaxed) {
-        1 => true,
-        2 => false,
-        _ => {
-            let yes = crate::crypto::vaes_allowed() && vaes_decrypt_self_test();
-            USE.store(if yes { 1 } else { 2 }, Relaxed);
-            yes
-        }
-    }
+pub(crate) fn vaes_decrypt_usable() -> bool {
+    static USE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+    crate::crypto::vaes_decided(&USE, vaes_decrypt_self_test)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -234,7 +225,8 @@ mod tests {
     }
 
     /// Decryption through `decrypt` (the VAES kernel for whole chunks where the CPU has
-    /// it) against aws-lc alone, for lengths around the chunk, split in two calls.
+    /// it) against aws-lc alone, for lengths around the chunk, split in two calls. That the
+    /// kernel is in use is checked in `crypto::tests::kernels_in_use_where_the_cpu_has_them`.
     #[test]
     fn decryption_matches_aws_lc_for_any_split() {
         let (key, iv) = kiv();
@@ -258,14 +250,5 @@ mod tests {
                 assert_eq!(x, y, "n {n} first {first} (next)");
             }
         }
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn decryption_kernel_in_use_where_the_cpu_has_it() {
-        if std::env::var_os("MTPROXY_AES").is_some() {
-            return;
-        }
-        assert_eq!(vaes_decrypt_usable(), vaes::cpu_has());
     }
 }
