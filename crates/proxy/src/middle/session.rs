@@ -63,11 +63,24 @@ impl ClientWriter {
         &mut self.out
     }
 
-    fn padding(&self) -> usize {
-        if self.tag == Tag::Padded {
+    /// The transport prefix of a `len`-byte packet (its bytes and length) and the random
+    /// padding that follows it (padded transport only).
+    fn frame(&self, len: usize) -> ([u8; 4], usize, usize) {
+        let padding = if self.tag == Tag::Padded {
             rand::thread_rng().gen_range(0..4)
         } else {
             0
+        };
+        let mut prefix = [0u8; 4];
+        let n = transport::encode_prefix(self.tag, len, padding, false, &mut prefix);
+        (prefix, n, padding)
+    }
+
+    fn push_padding(buf: &mut Vec<u8>, padding: usize) {
+        if padding > 0 {
+            let mut pad = [0u8; 3];
+            rand::thread_rng().fill(&mut pad[..padding]);
+            buf.extend_from_slice(&pad[..padding]);
         }
     }
 
@@ -82,34 +95,22 @@ impl ClientWriter {
             bufpool::give_out(buf);
             return;
         }
-        let padding = self.padding();
-        let mut prefix = [0u8; 4];
-        let n = transport::encode_prefix(self.tag, len, padding, false, &mut prefix);
+        let (prefix, n, padding) = self.frame(len);
         let start = Answer::HEADROOM - n;
         buf[start..Answer::HEADROOM].copy_from_slice(&prefix[..n]);
-        if padding > 0 {
-            let mut pad = [0u8; 3];
-            rand::thread_rng().fill(&mut pad[..padding]);
-            buf.extend_from_slice(&pad[..padding]);
-        }
+        Self::push_padding(&mut buf, padding);
         self.enc.apply(&mut buf[start..]);
         bufpool::give_out(std::mem::replace(&mut self.out, buf));
         self.start = start;
     }
 
     fn packet(&mut self, data: &[u8]) {
-        self.out();
-        let padding = self.padding();
-        let mut prefix = [0u8; 4];
-        let n = transport::encode_prefix(self.tag, data.len(), padding, false, &mut prefix);
-        let start = self.out.len();
-        self.out.extend_from_slice(&prefix[..n]);
-        self.out.extend_from_slice(data);
-        if padding > 0 {
-            let mut pad = [0u8; 3];
-            rand::thread_rng().fill(&mut pad[..padding]);
-            self.out.extend_from_slice(&pad[..padding]);
-        }
+        let (prefix, n, padding) = self.frame(data.len());
+        let out = self.out();
+        let start = out.len();
+        out.extend_from_slice(&prefix[..n]);
+        out.extend_from_slice(data);
+        Self::push_padding(out, padding);
         self.enc.apply(&mut self.out[start..]);
     }
 
