@@ -8,6 +8,8 @@ use aws_lc_sys::{AES_ctr128_encrypt, AES_set_encrypt_key, AES_KEY};
 use std::os::raw::c_uint;
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) mod lanes;
+#[cfg(target_arch = "x86_64")]
 pub(crate) mod vaes;
 #[cfg(target_arch = "x86_64")]
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
@@ -85,30 +87,47 @@ fn split_for_kernel(used: c_uint, buf: &mut [u8]) -> (&mut [u8], &mut [u8], &mut
 #[cfg(target_arch = "x86_64")]
 fn vaes_usable() -> bool {
     static USE: AtomicU8 = AtomicU8::new(0);
-    vaes_decided(&USE, vaes_self_test)
+    kernel_decided(&USE, vaes_allowed, vaes_self_test)
 }
 
-/// Whether to use one of the VAES kernels, decided once per process and kept in `cell`
-/// (0 undecided, 1 yes, 2 no): allowed ([`vaes_allowed`]) and `self_test` passes.
+/// Whether to use one of our own AES kernels, decided once per process and kept in `cell`
+/// (0 undecided, 1 yes, 2 no): `allowed` (CPU and environment) and `self_test` passes.
 #[cfg(target_arch = "x86_64")]
-pub(crate) fn vaes_decided(cell: &AtomicU8, self_test: fn() -> bool) -> bool {
+pub(crate) fn kernel_decided(
+    cell: &AtomicU8,
+    allowed: fn() -> bool,
+    self_test: fn() -> bool,
+) -> bool {
     match cell.load(Relaxed) {
         1 => true,
         2 => false,
         _ => {
-            let yes = vaes_allowed() && self_test();
+            let yes = allowed() && self_test();
             cell.store(if yes { 1 } else { 2 }, Relaxed);
             yes
         }
     }
 }
 
-/// The CPU has the VAES kernels and the environment does not turn them off
-/// (`MTPROXY_AES=aesni`). Each user also checks the kernel against aws-lc once.
+/// `MTPROXY_AES` in the environment: `aesni` turns the VAES kernels off, `aws-lc` every
+/// kernel of ours (for comparisons and as a way out).
+#[cfg(target_arch = "x86_64")]
+fn aes_switch_is(value: &str) -> bool {
+    std::env::var_os("MTPROXY_AES").is_some_and(|v| v == value)
+}
+
+/// The CPU has the VAES kernels and the environment does not turn them off. Each user
+/// also checks the kernel against aws-lc once.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn vaes_allowed() -> bool {
-    let off = std::env::var_os("MTPROXY_AES").is_some_and(|v| v == "aesni");
-    !off && vaes::cpu_has()
+    !aes_switch_is("aesni") && !aes_switch_is("aws-lc") && vaes::cpu_has()
+}
+
+/// The CPU has AES-NI for the multi-chain CBC kernel and the environment does not turn
+/// our kernels off.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn lanes_allowed() -> bool {
+    !aes_switch_is("aws-lc") && lanes::cpu_has()
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -328,5 +347,6 @@ mod tests {
         }
         assert_eq!(vaes_usable(), vaes::cpu_has());
         assert_eq!(crate::rpc::cbc::vaes_decrypt_usable(), vaes::cpu_has());
+        assert_eq!(crate::rpc::cbc::lanes_usable(), lanes::cpu_has());
     }
 }

@@ -37,7 +37,7 @@ pub mod ops;
 #[cfg(test)]
 mod session_tests;
 
-pub use cbc::{AesCbcDecryptor, AesCbcEncryptor};
+pub use cbc::{encrypt_many, AesCbcDecryptor, AesCbcEncryptor};
 pub use frame::{leading_padding, pad_to_block, CrcKind, FrameDecoder, FrameEncoder, RpcError};
 pub use handshake::{Handshake, HandshakeError, ProcessId};
 pub use kdf::{derive_keys, CbcKeyIv, KdfInput, Purpose, Role, RpcKeys};
