@@ -643,7 +643,9 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
                     secret: secret.map(|s| Arc::new(s.bytes)),
                     nat: opts.nat_info.clone(),
                     bind_v4: opts.address,
-                    ping_interval: Duration::from_secs_f64(opts.ping_interval),
+                    writers: middle::writer::Writers::new(Duration::from_secs_f64(
+                        opts.ping_interval,
+                    )),
                     queue_budget: opts.msg_buffers_size,
                 };
                 let pool = middle::pool::Pool::new(loaded.config.clone(), ident, stats.clone());

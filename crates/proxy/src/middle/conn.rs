@@ -2,14 +2,16 @@
 //! handshake, then the RPC stream that multiplexes many client sessions
 //! (spec backend-ops §1.1–1.8).
 //!
-//! After the handshake the socket is split: a writer task owns the write half, the CBC
-//! encryptor and the frame encoder, and batches whatever sessions queued into one padded,
-//! encrypted write; the reader (the future [`establish`] returns) owns the read half and
-//! dispatches the ME's answers to sessions by `conn_id`. When either ends, the connection
-//! is dead: every session bound to it is told to close (C closes them too, spec §1.9).
+//! After the handshake the socket is split: the write half, the CBC encryptor and the frame
+//! encoder go to a writer task shared with other ME connections ([`super::writer`]), which
+//! batches whatever sessions queued into one padded, encrypted write; the reader (the
+//! future [`establish`] returns) owns the read half and dispatches the ME's answers to
+//! sessions by `conn_id`. When the reader ends, the connection is dead: every session bound
+//! to it is told to close (C closes them too, spec §1.9) and the writer drops it.
 //!
 //! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).
 
+use super::writer::Member;
 use crate::bufpool;
 use crate::stats::Stats;
 use mtproto_wire::rpc::{
@@ -221,8 +223,9 @@ pub struct Ident {
     pub nat: Vec<(Ipv4Addr, Ipv4Addr)>,
     /// `--address`: source address of IPv4 ME sockets.
     pub bind_v4: Option<Ipv4Addr>,
-    /// Interval of our own RPC_PING (C never pings; telemt does, and MEs accept it).
-    pub ping_interval: Duration,
+    /// The writer tasks (they also send our own RPC_PING each `--ping-interval`: C never
+    /// pings; telemt does, and MEs accept it).
+    pub writers: Arc<super::writer::Writers>,
     /// Bytes that may wait for clients in the whole process (`--msg-buffers-size`).
     pub queue_budget: u64,
 }
@@ -254,7 +257,8 @@ pub struct MeConn {
     pub target: SocketAddr,
     tx: mpsc::Sender<Vec<u8>>,
     sessions: Mutex<HashMap<i64, SessionLink>>,
-    alive: AtomicBool,
+    /// Shared with the connection's writer.
+    alive: Arc<AtomicBool>,
     queue_budget: u64,
 }
 
@@ -539,62 +543,24 @@ pub async fn establish(
         target,
         tx,
         sessions: Mutex::new(HashMap::new()),
-        alive: AtomicBool::new(true),
+        alive: Arc::new(AtomicBool::new(true)),
     });
-    let writer = tokio::spawn(write_loop(wr, enc, encoder, rx, ident.ping_interval));
+    let writer = ident.writers.join(Member {
+        id,
+        wr,
+        enc,
+        encoder,
+        rx,
+        alive: conn.alive.clone(),
+    });
     let c2 = conn.clone();
     let run = async move {
         let end = read_loop(&c2, rd, inb, decoder, &stats).await;
-        writer.abort();
         c2.mark_dead(CloseCause::MeLost);
+        writer.sweep();
         end
     };
     Ok((conn, run))
-}
-
-async fn write_loop(
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
-    mut enc: rpc::AesCbcEncryptor,
-    mut encoder: FrameEncoder,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    ping_interval: Duration,
-) {
-    let mut out = Vec::with_capacity(64 * 1024);
-    let mut ping =
-        tokio::time::interval_at(tokio::time::Instant::now() + ping_interval, ping_interval);
-    let mut ping_id: i64 = rand::random::<i64>() & i64::MAX;
-    let mut payload = Vec::with_capacity(12);
-    loop {
-        out.clear();
-        tokio::select! {
-            p = rx.recv() => {
-                let Some(p) = p else { return };
-                encoder.encode(&p, &mut out);
-                bufpool::give_out(p);
-                // Batch what else is queued into the same write.
-                while out.len() < 256 * 1024 {
-                    match rx.try_recv() {
-                        Ok(p) => {
-                            encoder.encode(&p, &mut out);
-                            bufpool::give_out(p);
-                        }
-                        Err(_) => break,
-                    }
-                }
-            }
-            _ = ping.tick() => {
-                payload.clear();
-                ping_id = ping_id.wrapping_add(1);
-                ops::build_ping(&mut payload, ping_id);
-                encoder.encode(&payload, &mut out);
-            }
-        }
-        pad_to_block(&mut out, 0);
-        enc.encrypt(&mut out);
-        if wr.write_all(&out).await.is_err() {
-            return;
-        }
-    }
 }
 
 async fn read_loop(

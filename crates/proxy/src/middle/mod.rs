@@ -2,13 +2,15 @@
 //! middle-ends as RPC_PROXY_REQ over a pool of multiplexed, encrypted ME connections, with
 //! the ad tag (`-P`) when one is set.
 //!
-//! - [`conn`]: one ME connection (handshake, writer batching, answer dispatch);
+//! - [`conn`]: one ME connection (handshake, answer dispatch);
 //! - [`pool`]: the connections per ME address, routing by DC id, reload;
-//! - [`session`]: one client's session on top of them.
+//! - [`session`]: one client's session on top of them;
+//! - [`writer`]: the tasks that frame, encrypt and write for several ME connections at once.
 
 pub mod conn;
 pub mod pool;
 pub mod session;
+pub mod writer;
 
 use std::net::IpAddr;
 use std::sync::Arc;
