@@ -45,7 +45,6 @@ pub fn give_out(mut buf: Vec<u8>) {
     });
 }
 
-/// A buffer of [`BUF_SIZE`] bytes (contents unspecified).
 /// A buffer for one message of about `len` bytes on its way between a session and its ME
 /// connection (a request, an answer): a pooled output buffer when the message is large
 /// enough that the pooled buffer wastes at most half of it (64 KiB messages otherwise cost
@@ -59,6 +58,7 @@ pub fn for_message(len: usize) -> Vec<u8> {
     }
 }
 
+/// A buffer of [`BUF_SIZE`] bytes (contents unspecified).
 pub fn take() -> Box<[u8]> {
     POOL.with(|p| p.borrow_mut().pop())
         .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
