@@ -2,16 +2,16 @@
 //! handshake, then the RPC stream that multiplexes many client sessions
 //! (spec backend-ops §1.1–1.8).
 //!
-//! After the handshake the socket is split: the write half, the CBC encryptor and the frame
-//! encoder go to a writer task shared with other ME connections ([`super::writer`]), which
-//! batches whatever sessions queued into one padded, encrypted write; the reader (the
+//! After the handshake the socket is split: the write half and the CBC encryptor go to a
+//! writer task shared with other ME connections ([`super::writer`]), which takes what the
+//! sessions framed into the connection's [`OutQueue`] as one padded, encrypted write; the reader (the
 //! future [`establish`] returns) owns the read half and dispatches the ME's answers to
 //! sessions by `conn_id`. When the reader ends, the connection is dead: every session bound
 //! to it is told to close (C closes them too, spec §1.9) and the writer drops it.
 //!
 //! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).
 
-use super::writer::Member;
+use super::writer::{Member, OutQueue};
 use crate::bufpool;
 use crate::stats::Stats;
 use mtproto_wire::rpc::{
@@ -29,7 +29,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
-use tokio::sync::mpsc;
 use tracing::{debug, trace};
 
 /// What an ME connection sends to a client session.
@@ -255,7 +254,7 @@ pub struct MeConn {
     /// Process-unique id, for logs.
     pub id: u64,
     pub target: SocketAddr,
-    tx: mpsc::Sender<Vec<u8>>,
+    out: Arc<OutQueue>,
     sessions: Mutex<HashMap<i64, SessionLink>>,
     /// Shared with the connection's writer.
     alive: Arc<AtomicBool>,
@@ -288,16 +287,15 @@ impl MeConn {
         self.sessions.lock().expect("sessions").len()
     }
 
-    /// Queues one RPC payload; waits while the writer's queue is full (back-pressure).
-    pub async fn send(&self, payload: Vec<u8>) -> Result<(), ()> {
-        self.tx.send(payload).await.map_err(|_| ())
+    /// Queues one RPC payload, which `build` appends in place (no copy); waits while the
+    /// connection's queue is full (back-pressure). Err once the connection is gone.
+    pub async fn send_with(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<(), ()> {
+        self.out.send_with(build).await
     }
 
     /// Tells the ME that the client of `conn_id` went away.
     pub async fn close_session(&self, conn_id: i64) {
-        let mut p = Vec::with_capacity(12);
-        ops::build_close_conn(&mut p, conn_id);
-        let _ = self.send(p).await;
+        let _ = self.send_with(|p| ops::build_close_conn(p, conn_id)).await;
     }
 
     fn mark_dead(&self, cause: CloseCause) {
@@ -535,13 +533,13 @@ pub async fn establish(
         answer.crc32c
     );
 
-    let (tx, rx) = mpsc::channel::<Vec<u8>>(1024);
+    let out = OutQueue::new(encoder);
     let queue_budget = ident.queue_budget;
     let conn = Arc::new(MeConn {
         queue_budget,
         id,
         target,
-        tx,
+        out: out.clone(),
         sessions: Mutex::new(HashMap::new()),
         alive: Arc::new(AtomicBool::new(true)),
     });
@@ -549,18 +547,33 @@ pub async fn establish(
         id,
         wr,
         enc,
-        encoder,
-        rx,
+        queue: out,
         alive: conn.alive.clone(),
     });
-    let c2 = conn.clone();
+    // Also when the pool drops the future (a drained connection), polled or not.
+    let dead = Dead {
+        conn: conn.clone(),
+        writer,
+    };
     let run = async move {
-        let end = read_loop(&c2, rd, inb, decoder, &stats).await;
-        c2.mark_dead(CloseCause::MeLost);
-        writer.sweep();
-        end
+        let dead = dead;
+        read_loop(&dead.conn, rd, inb, decoder, &stats).await
     };
     Ok((conn, run))
+}
+
+/// Ends a connection when its reader ends or is dropped: its sessions are told to close
+/// and its writer drops it (which closes the socket).
+struct Dead {
+    conn: Arc<MeConn>,
+    writer: super::writer::GroupRef,
+}
+
+impl Drop for Dead {
+    fn drop(&mut self) {
+        self.conn.mark_dead(CloseCause::MeLost);
+        self.writer.sweep();
+    }
 }
 
 async fn read_loop(
@@ -643,9 +656,7 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
             }
         }
         MeOp::Ping { id } => {
-            let mut p = Vec::with_capacity(12);
-            ops::build_pong(&mut p, id);
-            let _ = conn.send(p).await;
+            let _ = conn.send_with(|p| ops::build_pong(p, id)).await;
         }
         MeOp::Pong { .. } => {}
         MeOp::Ignored { op, len } => {

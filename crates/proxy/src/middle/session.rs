@@ -28,9 +28,6 @@ use tokio::io::ReadBuf;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{debug, trace};
 
-/// Most bytes an RPC_PROXY_REQ adds around the client's packet (header and ad tag).
-const PROXY_REQ_ROOM: usize = ops::PROXY_REQ_HEADER_LEN + 4 + ops::PROXY_TAG_ITEM_LEN;
-
 /// A client packet of exactly this length starting with RPC_PING gets RPC_PONG from the
 /// proxy itself (C `tcp_rpcs_default_execute`).
 const CLIENT_PING_LEN: usize = 12;
@@ -305,11 +302,9 @@ pub async fn serve<R, W>(
                         }
                         let b = binding.as_ref().expect("bound above");
                         let params = ReqParams { transport: tag, quick_ack, unencrypted, proxy_tag: mid.proxy_tag, pad_flag: false };
-                        // The request's buffer goes back to the pool once the ME connection
-                        // has framed it.
-                        let mut req = bufpool::for_message(PROXY_REQ_ROOM + packet.len());
-                        ops::build_proxy_req(&mut req, &params, b.id, peer, local, packet);
-                        if b.conn.send(req).await.is_err() {
+                        // Built straight into the ME connection's queue.
+                        let req = |out: &mut Vec<u8>| ops::build_proxy_req(out, &params, b.id, peer, local, packet);
+                        if b.conn.send_with(req).await.is_err() {
                             break 'session End::Me(CloseCause::MeLost);
                         }
                         Stats::inc(&stats.forwarded_queries);

@@ -7,31 +7,150 @@
 //! them in one interleaved pass ([`rpc::encrypt_many`]: 4 chains 3.2 times, 8 chains 5
 //! times the rate of one).
 //!
-//! A group task, per pass: writes what is pending on each connection as far as its socket
-//! takes it (a connection whose ME does not read holds up only itself); takes the next
-//! batch of every connection that has written all it had (whatever its sessions queued, up
-//! to 256 KiB, framed and padded, plus an RPC_PING when one is due); encrypts all those
-//! batches together. A connection leaves its group when its write fails, or when its
-//! reader ends (the pool marks it dead and tells the group to sweep).
+//! Sessions frame their requests straight into their connection's [`OutQueue`]. A group
+//! task, per pass: writes what is pending on each connection as far as its socket takes it
+//! (a connection whose ME does not read holds up only itself); takes the queue of every
+//! connection that has written all it had (plus an RPC_PING when one is due), pads it to
+//! whole blocks; encrypts all those batches together. A connection leaves its group when
+//! its write fails, or when its reader ends (the pool marks it dead and tells the group to
+//! sweep); its queue is closed then, so its sessions learn it.
 
-use crate::bufpool;
 use mtproto_wire::rpc::{self, frame::pad_to_block, ops, AesCbcEncryptor, FrameEncoder};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::debug;
 
 /// Connections per writer task: the most chains the CBC kernel interleaves.
 pub const GROUP: usize = 8;
 
-/// A batch stops taking queued payloads at this size.
-const BATCH: usize = 256 * 1024;
+/// Bytes the sessions of one ME connection may have framed and the writer not yet taken;
+/// a session that finds more waits (back-pressure to its client), like C's connection
+/// buffers towards a slow ME.
+pub const QUEUE_LIMIT: usize = 256 * 1024;
+
+/// A writer's buffer larger than this after a batch is freed rather than kept (a burst
+/// must not pin megabytes per ME connection). A queue that reached its limit has at most
+/// one more frame in it; its buffer doubled up to twice that, which is kept.
+const KEEP_CAPACITY: usize = 2 * (QUEUE_LIMIT + 128 * 1024);
+
+/// What the sessions of one ME connection have framed for it and its writer has not taken
+/// yet. Sessions build each RPC payload in place, straight into this buffer (no copy of
+/// the payload into a batch later), and frame it under the lock that orders the sequence
+/// numbers; the writer swaps the whole buffer for its empty one.
+#[derive(Debug)]
+pub struct OutQueue {
+    st: Mutex<OutState>,
+    /// Sessions waiting for room.
+    room: Notify,
+}
+
+#[derive(Debug)]
+struct OutState {
+    buf: Vec<u8>,
+    encoder: FrameEncoder,
+    /// The writer, waiting for frames.
+    writer: Option<Waker>,
+    closed: bool,
+}
+
+impl OutQueue {
+    /// An empty queue numbering frames with `encoder` (after the handshake's frames).
+    pub fn new(encoder: FrameEncoder) -> Arc<OutQueue> {
+        Arc::new(OutQueue {
+            st: Mutex::new(OutState {
+                buf: Vec::new(),
+                encoder,
+                writer: None,
+                closed: false,
+            }),
+            room: Notify::new(),
+        })
+    }
+
+    /// Appends one frame whose payload `build` appends to the buffer it is given (a
+    /// non-empty multiple of 4 bytes); waits while the queue is full. Err once the
+    /// connection's writer has dropped it.
+    pub async fn send_with(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<(), ()> {
+        let mut build = Some(build);
+        loop {
+            let room = self.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            {
+                let mut guard = self.st.lock().expect("out queue");
+                let st = &mut *guard;
+                if st.closed {
+                    return Err(());
+                }
+                if st.buf.len() < QUEUE_LIMIT {
+                    let start = st.encoder.begin(&mut st.buf);
+                    (build.take().expect("built once"))(&mut st.buf);
+                    st.encoder.finish(&mut st.buf, start);
+                    let writer = st.writer.take();
+                    drop(guard);
+                    if let Some(w) = writer {
+                        w.wake();
+                    }
+                    return Ok(());
+                }
+            }
+            room.await;
+        }
+    }
+
+    /// Queues one payload (copied).
+    pub async fn send(&self, payload: &[u8]) -> Result<(), ()> {
+        self.send_with(|b| b.extend_from_slice(payload)).await
+    }
+
+    /// The writer's side: when frames are queued (or `ping` asks for an RPC_PING with that
+    /// id), swaps them into `out` (empty) and returns Ready(Ok); Ready(Err) once closed;
+    /// else remembers the waker.
+    fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<u8>,
+        ping: Option<i64>,
+    ) -> Poll<Result<(), ()>> {
+        debug_assert!(out.is_empty());
+        let mut guard = self.st.lock().expect("out queue");
+        let st = &mut *guard;
+        if st.closed {
+            return Poll::Ready(Err(()));
+        }
+        if let Some(id) = ping {
+            let start = st.encoder.begin(&mut st.buf);
+            ops::build_ping(&mut st.buf, id);
+            st.encoder.finish(&mut st.buf, start);
+        }
+        if st.buf.is_empty() {
+            st.writer = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        std::mem::swap(&mut st.buf, out);
+        drop(guard);
+        self.room.notify_waiters();
+        Poll::Ready(Ok(()))
+    }
+
+    /// No more frames: senders (and those waiting for room) get Err, what is queued is
+    /// dropped.
+    pub fn close(&self) {
+        {
+            let mut st = self.st.lock().expect("out queue");
+            st.closed = true;
+            st.buf = Vec::new();
+        }
+        self.room.notify_waiters();
+    }
+}
 
 /// One ME connection's write side, handed to a group after the handshake.
 pub struct Member {
@@ -39,9 +158,8 @@ pub struct Member {
     pub id: u64,
     pub wr: OwnedWriteHalf,
     pub enc: AesCbcEncryptor,
-    pub encoder: FrameEncoder,
-    /// RPC payloads from the connection's sessions (and its reader: pongs, closes).
-    pub rx: mpsc::Receiver<Vec<u8>>,
+    /// The frames its sessions (and its reader: pongs, closes) queued.
+    pub queue: Arc<OutQueue>,
     /// False once the connection is dead; the group drops it at its next pass.
     pub alive: Arc<AtomicBool>,
 }
@@ -49,11 +167,11 @@ pub struct Member {
 /// A member inside its group.
 struct Slot {
     m: Member,
-    /// Encrypted bytes to write; `out[sent..]` is still pending.
+    /// Bytes to write; `out[sent..]` is still pending.
     out: Vec<u8>,
     sent: usize,
-    /// The first payload of the next batch (taken while polling).
-    first: Option<Vec<u8>>,
+    /// `out` holds frames taken from the queue, not yet padded and encrypted.
+    fresh: bool,
     ping_due: bool,
     ping_id: i64,
     failed: bool,
@@ -76,39 +194,39 @@ impl Slot {
                 Poll::Pending => return,
             }
         }
-    }
-
-    /// Frames the next batch into `out` (which is idle): the payload taken while polling,
-    /// what else is queued, a ping when due; padded to whole blocks. False if there was
-    /// nothing to send.
-    fn frame_batch(&mut self) -> bool {
-        let first = self.first.take();
-        if first.is_none() && !self.ping_due {
-            return false;
+        if self.out.capacity() > KEEP_CAPACITY {
+            self.out = Vec::new();
         }
         self.out.clear();
         self.sent = 0;
-        if let Some(p) = first {
-            self.m.encoder.encode(&p, &mut self.out);
-            bufpool::give_out(p);
-            while self.out.len() < BATCH {
-                match self.m.rx.try_recv() {
-                    Ok(p) => {
-                        self.m.encoder.encode(&p, &mut self.out);
-                        bufpool::give_out(p);
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
-        if std::mem::take(&mut self.ping_due) {
-            let mut p = Vec::with_capacity(12);
+    }
+
+    /// Takes the next batch when everything before it is written: whatever the sessions
+    /// queued, with an RPC_PING when one is due.
+    fn take(&mut self, cx: &mut Context<'_>) -> bool {
+        let ping = self.ping_due.then(|| {
             self.ping_id = self.ping_id.wrapping_add(1);
-            ops::build_ping(&mut p, self.ping_id);
-            self.m.encoder.encode(&p, &mut self.out);
+            self.ping_id
+        });
+        match self.m.queue.poll_take(cx, &mut self.out, ping) {
+            Poll::Ready(Ok(())) => {
+                self.ping_due = false;
+                self.fresh = true;
+                true
+            }
+            Poll::Ready(Err(())) => {
+                self.failed = true;
+                true
+            }
+            // Nothing queued (a due ping would have been).
+            Poll::Pending => false,
         }
-        pad_to_block(&mut self.out, 0);
-        true
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.m.queue.close();
     }
 }
 
@@ -191,6 +309,18 @@ async fn run(ctl: mpsc::UnboundedReceiver<Ctl>, count: Arc<AtomicUsize>, ping: D
         if ctl.is_none() && slots.is_empty() {
             return;
         }
+        // Fewer batches than connections: let the sessions that are ready run first and
+        // take what they queue too, so more chains share the encryption pass (one chain
+        // alone runs at a quarter of four).
+        let fresh = slots.iter().filter(|s| s.fresh).count();
+        if fresh > 0 && fresh < slots.len() {
+            tokio::task::yield_now().await;
+            poll_fn(|cx| {
+                let _ = pass(cx, &mut ctl, &mut slots, &mut ticker);
+                Poll::Ready(())
+            })
+            .await;
+        }
         let before = slots.len();
         slots.retain(|s| {
             let keep = !s.failed && s.m.alive.load(Relaxed);
@@ -201,17 +331,17 @@ async fn run(ctl: mpsc::UnboundedReceiver<Ctl>, count: Arc<AtomicUsize>, ping: D
         });
         count.fetch_sub(before - slots.len(), Relaxed);
         let mut jobs: Vec<(&mut AesCbcEncryptor, &mut [u8])> = Vec::new();
-        for s in slots.iter_mut() {
-            if s.idle() && s.frame_batch() {
-                jobs.push((&mut s.m.enc, &mut s.out[..]));
-            }
+        for s in slots.iter_mut().filter(|s| s.fresh) {
+            s.fresh = false;
+            pad_to_block(&mut s.out, 0);
+            jobs.push((&mut s.m.enc, &mut s.out[..]));
         }
         rpc::encrypt_many(&mut jobs);
     }
 }
 
-/// One poll of the group: joins and sweeps, pings due, writes, and the first payload of
-/// every idle member. Ready when there is framing or sweeping to do, or the control
+/// One poll of the group: joins and sweeps, pings due, writes, and the queue of every
+/// idle member. Ready when there is framing or sweeping to do, or the control
 /// channel closed (then `ctl` is `None`).
 fn pass(
     cx: &mut Context<'_>,
@@ -224,9 +354,9 @@ fn pass(
         match rx.poll_recv(cx) {
             Poll::Ready(Some(Ctl::Join(m))) => slots.push(Slot {
                 m: *m,
-                out: Vec::with_capacity(64 * 1024),
+                out: Vec::new(),
                 sent: 0,
-                first: None,
+                fresh: false,
                 ping_due: false,
                 ping_id: rand::random::<i64>() & i64::MAX,
                 failed: false,
@@ -244,32 +374,13 @@ fn pass(
             s.ping_due = true;
         }
     }
-    for s in slots.iter_mut() {
+    // A fresh batch is not encrypted yet: nothing to do for it until it is.
+    for s in slots.iter_mut().filter(|s| !s.fresh) {
         s.flush(cx);
+        if !s.failed && s.idle() && s.take(cx) {
+            work = true;
+        }
         if s.failed {
-            work = true;
-            continue;
-        }
-        if !s.idle() {
-            continue;
-        }
-        if s.ping_due {
-            work = true;
-        }
-        if s.first.is_none() {
-            match s.m.rx.poll_recv(cx) {
-                Poll::Ready(Some(p)) => {
-                    s.first = Some(p);
-                    work = true;
-                }
-                // Cannot happen while the connection holds its sender; treat as dead.
-                Poll::Ready(None) => {
-                    s.failed = true;
-                    work = true;
-                }
-                Poll::Pending => {}
-            }
-        } else {
             work = true;
         }
     }
@@ -334,22 +445,21 @@ mod tests {
         p.len() == ping.len() && p[..4] == ping[..4]
     }
 
-    /// A connected member (its queue's sender, its alive flag) and the ME's end.
-    async fn member(id: u64) -> (Member, mpsc::Sender<Vec<u8>>, Arc<AtomicBool>, Peer) {
+    /// A connected member (its queue, its alive flag) and the ME's end.
+    async fn member(id: u64) -> (Member, Arc<OutQueue>, Arc<AtomicBool>, Peer) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ours = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (theirs, _) = l.accept().await.unwrap();
         let key = [id as u8 + 1; 32];
         let iv = [id as u8 + 7; 16];
         let (_, wr) = ours.into_split();
-        let (tx, rx) = mpsc::channel(1024);
+        let queue = OutQueue::new(FrameEncoder::new());
         let alive = Arc::new(AtomicBool::new(true));
         let m = Member {
             id,
             wr,
             enc: AesCbcEncryptor::new(&key, &iv),
-            encoder: FrameEncoder::new(),
-            rx,
+            queue: queue.clone(),
             alive: alive.clone(),
         };
         let peer = Peer {
@@ -359,13 +469,57 @@ mod tests {
             buf: Vec::new(),
             plain: 0,
         };
-        (m, tx, alive, peer)
+        (m, queue, alive, peer)
     }
 
     fn payload(conn: u64, i: usize, len: usize) -> Vec<u8> {
         (0..len / 4 * 4)
             .map(|j| (conn as usize * 31 + i * 7 + j) as u8)
             .collect()
+    }
+
+    /// Polls `f` once.
+    async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+        poll_fn(|cx| Poll::Ready(Pin::new(&mut *f).poll(cx))).await
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_holds_senders_until_taken_and_close_releases_them() {
+        let q = OutQueue::new(FrameEncoder::new());
+        let big = vec![1u8; QUEUE_LIMIT];
+        q.send(&big).await.unwrap();
+        let mut waiting = Box::pin(q.send(&[2u8; 8]));
+        assert!(poll_once(&mut waiting).await.is_pending(), "over the limit");
+        // The writer takes the queue: room again, and the frames are numbered in order.
+        let mut out = Vec::new();
+        assert_eq!(poll_fn(|cx| q.poll_take(cx, &mut out, None)).await, Ok(()));
+        assert!(matches!(poll_once(&mut waiting).await, Poll::Ready(Ok(()))));
+        let mut taken = Vec::new();
+        assert_eq!(
+            poll_fn(|cx| q.poll_take(cx, &mut taken, Some(5))).await,
+            Ok(())
+        );
+        out.extend_from_slice(&taken);
+        let mut dec = FrameDecoder::new();
+        let mut at = 0;
+        for want in [&big[..], &[2u8; 8][..]] {
+            let (used, r) = dec.decode(&out[at..]).unwrap().unwrap();
+            assert_eq!(&out[at..][r], want);
+            at += used;
+        }
+        let (used, r) = dec.decode(&out[at..]).unwrap().unwrap();
+        assert!(is_ping(&out[at..][r]), "the ping asked for at the take");
+        assert_eq!(at + used, out.len());
+        // Full again; closing releases the waiting sender with an error.
+        q.send(&big).await.unwrap();
+        let mut waiting = Box::pin(q.send(&[3u8; 8]));
+        assert!(poll_once(&mut waiting).await.is_pending());
+        q.close();
+        assert!(matches!(
+            poll_once(&mut waiting).await,
+            Poll::Ready(Err(()))
+        ));
+        assert!(q.send(&[4u8; 8]).await.is_err());
     }
 
     #[tokio::test]
@@ -388,7 +542,7 @@ mod tests {
             .map(|(c, tx)| {
                 tokio::spawn(async move {
                     for (i, len) in lens.iter().enumerate() {
-                        tx.send(payload(c as u64, i, *len)).await.unwrap();
+                        tx.send(&payload(c as u64, i, *len)).await.unwrap();
                     }
                     tx
                 })
@@ -415,19 +569,22 @@ mod tests {
         let (ok, ok_tx, _, mut ok_peer) = member(2).await;
         writers.join(stuck);
         writers.join(ok);
-        // 50 MiB, far more than the socket buffers hold: the stuck connection's writes block.
-        for i in 0..200 {
-            stuck_tx.send(payload(1, i, 256 * 1024)).await.unwrap();
-        }
+        // 50 MiB, far more than the socket buffers and the queue hold: the stuck
+        // connection's writes block, then its queue fills and its senders wait.
+        let flood = tokio::spawn(async move {
+            for i in 0..200 {
+                stuck_tx.send(&payload(1, i, 256 * 1024)).await.unwrap();
+            }
+        });
         for i in 0..50 {
-            ok_tx.send(payload(2, i, 100_000)).await.unwrap();
+            ok_tx.send(&payload(2, i, 100_000)).await.unwrap();
             let got = tokio::time::timeout(Duration::from_secs(20), ok_peer.next_data())
                 .await
                 .expect("the other connection is held up");
             assert_eq!(got.expect("payload"), payload(2, i, 100_000));
         }
-        let waiting = stuck_tx.max_capacity() - stuck_tx.capacity();
-        assert!(waiting > 0, "the stuck connection's queue was drained");
+        assert!(!flood.is_finished(), "the stuck connection took 50 MiB");
+        flood.abort();
     }
 
     #[tokio::test]
@@ -437,15 +594,15 @@ mod tests {
         let (b, b_tx, _, mut b_peer) = member(2).await;
         let group = writers.join(a);
         writers.join(b);
-        a_tx.send(payload(1, 0, 40)).await.unwrap();
+        a_tx.send(&payload(1, 0, 40)).await.unwrap();
         assert_eq!(a_peer.next_data().await.unwrap(), payload(1, 0, 40));
         a_alive.store(false, Relaxed);
         group.sweep();
         assert!(a_peer.next().await.is_none(), "the ME sees the close");
         // Its queue is gone: sessions still holding the sender learn it.
-        assert!(a_tx.send(payload(1, 1, 40)).await.is_err());
+        assert!(a_tx.send(&payload(1, 1, 40)).await.is_err());
         // The group still serves the other connection and has room again.
-        b_tx.send(payload(2, 0, 40)).await.unwrap();
+        b_tx.send(&payload(2, 0, 40)).await.unwrap();
         assert_eq!(b_peer.next_data().await.unwrap(), payload(2, 0, 40));
         let groups = writers.groups.lock().unwrap();
         assert_eq!(groups.len(), 1);
@@ -466,13 +623,19 @@ mod tests {
         drop(a_peer);
         let mut dropped = false;
         for i in 0..1000 {
-            if a_tx.send(payload(1, i, 64 * 1024)).await.is_err() {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(20),
+                a_tx.send(&payload(1, i, 64 * 1024)),
+            )
+            .await
+            .expect("the queue of a failed connection stays full");
+            if sent.is_err() {
                 dropped = true;
                 break;
             }
         }
         assert!(dropped, "the writer kept a connection whose writes fail");
-        b_tx.send(payload(2, 0, 40)).await.unwrap();
+        b_tx.send(&payload(2, 0, 40)).await.unwrap();
         assert_eq!(b_peer.next_data().await.unwrap(), payload(2, 0, 40));
     }
 }

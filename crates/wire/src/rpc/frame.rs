@@ -116,17 +116,32 @@ impl FrameEncoder {
     /// `payload` must be a non-empty multiple of 4 bytes (every RPC payload is): the peer
     /// rejects anything else.
     pub fn encode(&mut self, payload: &[u8], out: &mut Vec<u8>) {
-        debug_assert!(
-            !payload.is_empty() && payload.len().is_multiple_of(4),
-            "RPC payload of {} bytes",
-            payload.len()
-        );
-        let start = out.len();
-        let total = (payload.len() + FRAME_OVERHEAD) as u32;
         out.reserve(payload.len() + FRAME_OVERHEAD);
-        out.extend_from_slice(&total.to_le_bytes());
-        out.extend_from_slice(&self.seq.to_le_bytes());
+        let start = self.begin(out);
         out.extend_from_slice(payload);
+        self.finish(out, start);
+    }
+
+    /// Starts a frame at the end of `out` whose payload the caller appends in place (no
+    /// copy of it); returns where the frame starts, for [`FrameEncoder::finish`].
+    pub fn begin(&self, out: &mut Vec<u8>) -> usize {
+        let start = out.len();
+        out.extend_from_slice(&[0; 8]);
+        start
+    }
+
+    /// Completes the frame begun at `start`: everything appended after its header is the
+    /// payload (a non-empty multiple of 4 bytes). Writes the length and sequence number,
+    /// appends the checksum and advances the sequence number.
+    pub fn finish(&mut self, out: &mut Vec<u8>, start: usize) {
+        let payload = out.len() - start - 8;
+        debug_assert!(
+            payload > 0 && payload.is_multiple_of(4),
+            "RPC payload of {payload} bytes"
+        );
+        let total = (payload + FRAME_OVERHEAD) as u32;
+        out[start..start + 4].copy_from_slice(&total.to_le_bytes());
+        out[start + 4..start + 8].copy_from_slice(&self.seq.to_le_bytes());
         let crc = self.crc.checksum(&out[start..]);
         out.extend_from_slice(&crc.to_le_bytes());
         self.seq = self.seq.wrapping_add(1);
@@ -281,6 +296,22 @@ mod tests {
         let mut dec = FrameDecoder::new();
         assert_eq!(dec.decode(&out), Ok(Some((44, 8..40))));
         assert_eq!(dec.expected_seq(), -1);
+    }
+
+    #[test]
+    fn frames_built_in_place_are_the_encoded_bytes() {
+        let (mut a, mut b) = (FrameEncoder::new(), FrameEncoder::new());
+        a.switch_crc(CrcKind::Crc32c);
+        b.switch_crc(CrcKind::Crc32c);
+        let (mut want, mut got) = (vec![7u8; 5], vec![7u8; 5]);
+        for payload in [&[1u8, 2, 3, 4][..], &[9u8; 64][..]] {
+            a.encode(payload, &mut want);
+            let start = b.begin(&mut got);
+            got.extend_from_slice(payload);
+            b.finish(&mut got, start);
+        }
+        assert_eq!(got, want);
+        assert_eq!(b.next_seq(), a.next_seq());
     }
 
     #[test]
