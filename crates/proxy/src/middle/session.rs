@@ -214,25 +214,34 @@ pub async fn serve<R, W>(
                 for _ in 0..READS_PER_TURN {
                     if start == end {
                         (start, end) = (0, 0);
+                        buf.clear();
                     }
                     let need = match transport::parse_frame(tag, Side::FromClient, &buf[start..end]) {
                         Ok(Some(f)) => f.total_len(),
                         Ok(None) => 4,
                         Err(e) => break 'session End::BadFrame(e),
                     };
-                    // Room for the next read, allocated only now that data is waiting (the
-                    // whole frame must fit once its length is known).
-                    if buf.len() - start < need.max(4096) {
+                    // Room for the next read, taken only now that data is waiting (the
+                    // whole frame must fit once its length is known): a pooled buffer when
+                    // the frame fits one (no allocation, no zeroing), else an exact one.
+                    // `buf.len()` is `end`; reads go to the spare capacity.
+                    if buf.capacity() - start < need.max(4096) {
                         buf.copy_within(start..end, 0);
                         end -= start;
                         start = 0;
+                        buf.truncate(end);
                         let want = need.clamp(16 * 1024, MAX_FRAME + 8);
-                        if buf.len() < want {
-                            buf.resize(want, 0);
+                        if buf.capacity() < want {
+                            if buf.capacity() == 0 && want <= bufpool::OUT_CAP {
+                                buf = bufpool::take_out();
+                            } else {
+                                buf.reserve_exact(want - end);
+                            }
                         }
                     }
+                    debug_assert_eq!(buf.len(), end);
                     let attempt = std::future::poll_fn(|cx| {
-                        let mut rb = ReadBuf::new(&mut buf[end..]);
+                        let mut rb = ReadBuf::uninit(buf.spare_capacity_mut());
                         match Pin::new(&mut rd).poll_read(cx, &mut rb) {
                             Poll::Pending => Poll::Ready(None),
                             Poll::Ready(r) => Poll::Ready(Some(r.map(|()| rb.filled().len()))),
@@ -243,8 +252,8 @@ pub async fn serve<R, W>(
                         None => {
                             // The burst is over. Nothing buffered: an idle session holds no
                             // input buffer (it is allocated again when the next data comes).
-                            if start == end && !buf.is_empty() {
-                                buf = Vec::new();
+                            if start == end && buf.capacity() > 0 {
+                                bufpool::give_out(std::mem::take(&mut buf));
                                 (start, end) = (0, 0);
                             }
                             break;
@@ -253,6 +262,9 @@ pub async fn serve<R, W>(
                         Some(Ok(n)) => n,
                         Some(Err(e)) => break 'session End::ClientError(e.kind()),
                     };
+                    // SAFETY: the read initialised the `n` bytes after `end` (ReadBuf's
+                    // filled part of the spare capacity).
+                    unsafe { buf.set_len(end + n) };
                     last_activity = tokio::time::Instant::now();
                     dec.apply(&mut buf[end..end + n]);
                     end += n;
@@ -354,6 +366,7 @@ pub async fn serve<R, W>(
             }
         }
     };
+    bufpool::give_out(std::mem::take(&mut buf));
     // Later answers for this session are refused (and counted as dropped by the ME side).
     inbox.close();
     if let Some(b) = binding {
