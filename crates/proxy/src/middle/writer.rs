@@ -167,11 +167,11 @@ pub struct Member {
 /// A member inside its group.
 struct Slot {
     m: Member,
-    /// Bytes to write; `out[sent..]` is still pending.
+    /// The batch: `out[..sent]` written, `out[..encrypted]` encrypted, the rest plaintext
+    /// (padded to whole blocks when taken).
     out: Vec<u8>,
     sent: usize,
-    /// `out` holds frames taken from the queue, not yet padded and encrypted.
-    fresh: bool,
+    encrypted: usize,
     ping_due: bool,
     ping_id: i64,
     failed: bool,
@@ -182,10 +182,15 @@ impl Slot {
         self.sent == self.out.len()
     }
 
-    /// Writes what is pending as far as the socket takes it.
+    /// Plaintext bytes of the batch left to encrypt.
+    fn to_encrypt(&self) -> usize {
+        self.out.len() - self.encrypted
+    }
+
+    /// Writes what is encrypted and not yet written as far as the socket takes it.
     fn flush(&mut self, cx: &mut Context<'_>) {
-        while self.sent < self.out.len() {
-            match Pin::new(&mut self.m.wr).poll_write(cx, &self.out[self.sent..]) {
+        while self.sent < self.encrypted {
+            match Pin::new(&mut self.m.wr).poll_write(cx, &self.out[self.sent..self.encrypted]) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
                     self.failed = true;
                     return;
@@ -194,11 +199,15 @@ impl Slot {
                 Poll::Pending => return,
             }
         }
+        if !self.idle() {
+            return;
+        }
         if self.out.capacity() > KEEP_CAPACITY {
             self.out = Vec::new();
         }
         self.out.clear();
         self.sent = 0;
+        self.encrypted = 0;
     }
 
     /// Takes the next batch when everything before it is written: whatever the sessions
@@ -211,7 +220,7 @@ impl Slot {
         match self.m.queue.poll_take(cx, &mut self.out, ping) {
             Poll::Ready(Ok(())) => {
                 self.ping_due = false;
-                self.fresh = true;
+                pad_to_block(&mut self.out, 0);
                 true
             }
             Poll::Ready(Err(())) => {
@@ -312,8 +321,8 @@ async fn run(ctl: mpsc::UnboundedReceiver<Ctl>, count: Arc<AtomicUsize>, ping: D
         // Fewer batches than connections: let the sessions that are ready run first and
         // take what they queue too, so more chains share the encryption pass (one chain
         // alone runs at a quarter of four).
-        let fresh = slots.iter().filter(|s| s.fresh).count();
-        if fresh > 0 && fresh < slots.len() {
+        let ready = slots.iter().filter(|s| s.to_encrypt() > 0).count();
+        if ready > 0 && ready < slots.len() {
             tokio::task::yield_now().await;
             poll_fn(|cx| {
                 let _ = pass(cx, &mut ctl, &mut slots, &mut ticker);
@@ -330,18 +339,36 @@ async fn run(ctl: mpsc::UnboundedReceiver<Ctl>, count: Arc<AtomicUsize>, ping: D
             keep
         });
         count.fetch_sub(before - slots.len(), Relaxed);
-        let mut jobs: Vec<(&mut AesCbcEncryptor, &mut [u8])> = Vec::new();
-        for s in slots.iter_mut().filter(|s| s.fresh) {
-            s.fresh = false;
-            pad_to_block(&mut s.out, 0);
-            jobs.push((&mut s.m.enc, &mut s.out[..]));
-        }
-        rpc::encrypt_many(&mut jobs);
+        encrypt_batches(&mut slots);
     }
 }
 
+/// Encrypts the batches waiting in `slots` in one interleaved pass. The longest is cut at
+/// the length of the second longest: the rest of it would run alone, at a quarter of the
+/// rate of four lanes, and waits for the next pass, which may bring other batches to
+/// share it (a batch that is alone is encrypted whole).
+fn encrypt_batches(slots: &mut [Slot]) {
+    let (mut longest, mut second) = (0, 0);
+    for n in slots.iter().map(Slot::to_encrypt) {
+        if n > longest {
+            second = longest;
+            longest = n;
+        } else if n > second {
+            second = n;
+        }
+    }
+    let cap = if second == 0 { longest } else { second };
+    let mut jobs: Vec<(&mut AesCbcEncryptor, &mut [u8])> = Vec::new();
+    for s in slots.iter_mut().filter(|s| s.to_encrypt() > 0) {
+        let (from, n) = (s.encrypted, s.to_encrypt().min(cap));
+        s.encrypted += n;
+        jobs.push((&mut s.m.enc, &mut s.out[from..from + n]));
+    }
+    rpc::encrypt_many(&mut jobs);
+}
+
 /// One poll of the group: joins and sweeps, pings due, writes, and the queue of every
-/// idle member. Ready when there is framing or sweeping to do, or the control
+/// idle member. Ready when there is encrypting or sweeping to do, or the control
 /// channel closed (then `ctl` is `None`).
 fn pass(
     cx: &mut Context<'_>,
@@ -356,7 +383,7 @@ fn pass(
                 m: *m,
                 out: Vec::new(),
                 sent: 0,
-                fresh: false,
+                encrypted: 0,
                 ping_due: false,
                 ping_id: rand::random::<i64>() & i64::MAX,
                 failed: false,
@@ -374,13 +401,13 @@ fn pass(
             s.ping_due = true;
         }
     }
-    // A fresh batch is not encrypted yet: nothing to do for it until it is.
-    for s in slots.iter_mut().filter(|s| !s.fresh) {
+    for s in slots.iter_mut() {
         s.flush(cx);
         if !s.failed && s.idle() && s.take(cx) {
             work = true;
         }
-        if s.failed {
+        // Failed, or (part of) a batch to encrypt.
+        if s.failed || s.to_encrypt() > 0 {
             work = true;
         }
     }
@@ -520,6 +547,41 @@ mod tests {
             Poll::Ready(Err(()))
         ));
         assert!(q.send(&[4u8; 8]).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn the_longest_batch_waits_for_company_and_its_chain_carries_on() {
+        let mut slots = Vec::new();
+        for (id, blocks) in [(1u64, 300usize), (2, 100), (3, 0)] {
+            let (m, _, _, _) = member(id).await;
+            slots.push(Slot {
+                m,
+                out: payload(id, 0, blocks * 16),
+                sent: 0,
+                encrypted: 0,
+                ping_due: false,
+                ping_id: 0,
+                failed: false,
+            });
+        }
+        let want: Vec<Vec<u8>> = slots
+            .iter()
+            .map(|s| {
+                let id = s.m.id as u8;
+                let mut b = s.out.clone();
+                AesCbcEncryptor::new(&[id + 1; 32], &[id + 7; 16]).encrypt(&mut b);
+                b
+            })
+            .collect();
+        encrypt_batches(&mut slots);
+        let done: Vec<usize> = slots.iter().map(|s| s.encrypted).collect();
+        assert_eq!(done, [1600, 1600, 0], "cut at the second longest");
+        encrypt_batches(&mut slots);
+        let done: Vec<usize> = slots.iter().map(|s| s.encrypted).collect();
+        assert_eq!(done, [4800, 1600, 0], "alone: the rest at once");
+        for (s, w) in slots.iter().zip(&want) {
+            assert_eq!(&s.out, w, "conn {}: one chain across both passes", s.m.id);
+        }
     }
 
     #[tokio::test]
