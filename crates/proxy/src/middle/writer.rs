@@ -499,6 +499,15 @@ mod tests {
         (m, queue, alive, peer)
     }
 
+    /// A member joined to `writers`: its group, queue, alive flag and the ME's end.
+    async fn joined(
+        writers: &Writers,
+        id: u64,
+    ) -> (GroupRef, Arc<OutQueue>, Arc<AtomicBool>, Peer) {
+        let (m, queue, alive, peer) = member(id).await;
+        (writers.join(m), queue, alive, peer)
+    }
+
     fn payload(conn: u64, i: usize, len: usize) -> Vec<u8> {
         (0..len / 4 * 4)
             .map(|j| (conn as usize * 31 + i * 7 + j) as u8)
@@ -627,10 +636,8 @@ mod tests {
     #[tokio::test]
     async fn an_me_that_does_not_read_holds_up_only_its_own_connection() {
         let writers = Writers::new(Duration::from_secs(3600));
-        let (stuck, stuck_tx, _, _stuck_peer) = member(1).await;
-        let (ok, ok_tx, _, mut ok_peer) = member(2).await;
-        writers.join(stuck);
-        writers.join(ok);
+        let (_, stuck_tx, _, _stuck_peer) = joined(&writers, 1).await;
+        let (_, ok_tx, _, mut ok_peer) = joined(&writers, 2).await;
         // 50 MiB, far more than the socket buffers and the queue hold: the stuck
         // connection's writes block, then its queue fills and its senders wait.
         let flood = tokio::spawn(async move {
@@ -652,10 +659,8 @@ mod tests {
     #[tokio::test]
     async fn a_dead_connection_leaves_its_group_and_its_socket_closes() {
         let writers = Writers::new(Duration::from_secs(3600));
-        let (a, a_tx, a_alive, mut a_peer) = member(1).await;
-        let (b, b_tx, _, mut b_peer) = member(2).await;
-        let group = writers.join(a);
-        writers.join(b);
+        let (group, a_tx, a_alive, mut a_peer) = joined(&writers, 1).await;
+        let (_, b_tx, _, mut b_peer) = joined(&writers, 2).await;
         a_tx.send(&payload(1, 0, 40)).await.unwrap();
         assert_eq!(a_peer.next_data().await.unwrap(), payload(1, 0, 40));
         a_alive.store(false, Relaxed);
@@ -674,10 +679,8 @@ mod tests {
     #[tokio::test]
     async fn a_failed_write_drops_only_that_connection() {
         let writers = Writers::new(Duration::from_secs(3600));
-        let (a, a_tx, _, a_peer) = member(1).await;
-        let (b, b_tx, _, mut b_peer) = member(2).await;
-        writers.join(a);
-        writers.join(b);
+        let (_, a_tx, _, a_peer) = joined(&writers, 1).await;
+        let (_, b_tx, _, mut b_peer) = joined(&writers, 2).await;
         // The ME resets the connection; writes to it fail.
         socket2::SockRef::from(&a_peer.s)
             .set_linger(Some(Duration::ZERO))
