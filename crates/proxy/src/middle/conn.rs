@@ -293,9 +293,10 @@ impl MeConn {
         self.out.send_with(build).await
     }
 
-    /// Tells the ME that the client of `conn_id` went away.
-    pub async fn close_session(&self, conn_id: i64) {
-        let _ = self.send_with(|p| ops::build_close_conn(p, conn_id)).await;
+    /// Tells the ME that the client of `conn_id` went away (at once: also from the reader,
+    /// which must not wait for the writer).
+    pub fn close_session(&self, conn_id: i64) {
+        self.out.push(|p| ops::build_close_conn(p, conn_id));
     }
 
     fn mark_dead(&self, cause: CloseCause) {
@@ -591,7 +592,7 @@ async fn read_loop(
                 Err(e) => return ConnEnd::Protocol(e),
             };
             let payload = &inb.buf[range];
-            dispatch(conn, payload, stats).await;
+            dispatch(conn, payload, stats);
         }
         match inb.fill(&mut rd).await {
             Ok(true) => {}
@@ -601,7 +602,7 @@ async fn read_loop(
     }
 }
 
-async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
+fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
     let to_session = |conn_id: i64, msg: ToClient, size: usize| -> bool {
         let mut sessions = conn.sessions.lock().expect("sessions");
         let Some(link) = sessions.get(&conn_id) else {
@@ -639,7 +640,7 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
                 Stats::inc(&stats.forwarded_responses);
             } else {
                 Stats::inc(&stats.dropped_responses);
-                conn.close_session(conn_id).await;
+                conn.close_session(conn_id);
             }
         }
         MeOp::SimpleAck { conn_id, confirm } => {
@@ -647,7 +648,7 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
                 Stats::inc(&stats.forwarded_simple_acks);
             } else {
                 Stats::inc(&stats.dropped_simple_acks);
-                conn.close_session(conn_id).await;
+                conn.close_session(conn_id);
             }
         }
         MeOp::CloseExt { conn_id } => {
@@ -656,7 +657,7 @@ async fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
             }
         }
         MeOp::Ping { id } => {
-            let _ = conn.send_with(|p| ops::build_pong(p, id)).await;
+            conn.out.push(|p| ops::build_pong(p, id));
         }
         MeOp::Pong { .. } => {}
         MeOp::Ignored { op, len } => {

@@ -379,7 +379,7 @@ pub async fn serve<R, W>(
         // RPC_CLOSE_CONN unless the ME closed the session itself or its connection is gone.
         let me_side_gone = matches!(why, End::Me(CloseCause::ClosedByMe | CloseCause::MeLost));
         if !me_side_gone && b.conn.is_alive() {
-            b.conn.close_session(b.id).await;
+            b.conn.close_session(b.id);
         }
     }
     if matches!(why, End::Idle) {

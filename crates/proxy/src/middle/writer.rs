@@ -60,6 +60,16 @@ struct OutState {
     closed: bool,
 }
 
+impl OutState {
+    /// Appends one frame whose payload `build` appends; gives the writer's waker to wake.
+    fn append(&mut self, build: impl FnOnce(&mut Vec<u8>)) -> Option<Waker> {
+        let start = self.encoder.begin(&mut self.buf);
+        build(&mut self.buf);
+        self.encoder.finish(&mut self.buf, start);
+        self.writer.take()
+    }
+}
+
 impl OutQueue {
     /// An empty queue numbering frames with `encoder` (after the handshake's frames).
     pub fn new(encoder: FrameEncoder) -> Arc<OutQueue> {
@@ -90,10 +100,7 @@ impl OutQueue {
                     return Err(());
                 }
                 if st.buf.len() < QUEUE_LIMIT {
-                    let start = st.encoder.begin(&mut st.buf);
-                    (build.take().expect("built once"))(&mut st.buf);
-                    st.encoder.finish(&mut st.buf, start);
-                    let writer = st.writer.take();
+                    let writer = st.append(build.take().expect("built once"));
                     drop(guard);
                     if let Some(w) = writer {
                         w.wake();
@@ -103,6 +110,22 @@ impl OutQueue {
             }
             room.await;
         }
+    }
+
+    /// Queues one small control payload at once, over the limit if need be: the
+    /// connection's reader must never wait for the writer (the ME may itself be waiting
+    /// for our reader before it reads what the writer has). False once closed.
+    pub fn push(&self, build: impl FnOnce(&mut Vec<u8>)) -> bool {
+        let mut st = self.st.lock().expect("out queue");
+        if st.closed {
+            return false;
+        }
+        let writer = st.append(build);
+        drop(st);
+        if let Some(w) = writer {
+            w.wake();
+        }
+        true
     }
 
     /// Queues one payload (copied).
@@ -550,12 +573,15 @@ mod tests {
         q.send(&big).await.unwrap();
         let mut waiting = Box::pin(q.send(&[3u8; 8]));
         assert!(poll_once(&mut waiting).await.is_pending());
+        // A control frame from the reader goes in at once, over the limit.
+        assert!(q.push(|b| ops::build_pong(b, 9)));
         q.close();
         assert!(matches!(
             poll_once(&mut waiting).await,
             Poll::Ready(Err(()))
         ));
         assert!(q.send(&[4u8; 8]).await.is_err());
+        assert!(!q.push(|b| ops::build_pong(b, 10)));
     }
 
     #[tokio::test]
