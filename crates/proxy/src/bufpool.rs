@@ -23,8 +23,8 @@ thread_local! {
     static OUT: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// An empty output buffer with room for at least [`BUF_SIZE`] bytes, for a writer that
-/// assembles frames before one write (ME mode's client side).
+/// An empty buffer with room for at least [`BUF_SIZE`] bytes: ME mode's client output
+/// (frames assembled before one write), its client input, and large answers.
 pub fn take_out() -> Vec<u8> {
     OUT.with(|p| p.borrow_mut().pop())
         .unwrap_or_else(|| Vec::with_capacity(OUT_CAP))
@@ -45,8 +45,8 @@ pub fn give_out(mut buf: Vec<u8>) {
     });
 }
 
-/// A buffer for one message of about `len` bytes on its way between a session and its ME
-/// connection (a request, an answer): a pooled output buffer when the message is large
+/// A buffer for one answer of about `len` bytes on its way from an ME connection to a
+/// session: a pooled output buffer when the message is large
 /// enough that the pooled buffer wastes at most half of it (64 KiB messages otherwise cost
 /// an allocation, page faults and a free each), else a fresh one of the exact size (queued
 /// small messages must not each hold 64 KiB). Give it back with [`give_out`].

@@ -4,9 +4,9 @@
 //!
 //! After the handshake the socket is split: the write half and the CBC encryptor go to a
 //! writer task shared with other ME connections ([`super::writer`]), which takes what the
-//! sessions framed into the connection's [`OutQueue`] as one padded, encrypted write; the reader (the
-//! future [`establish`] returns) owns the read half and dispatches the ME's answers to
-//! sessions by `conn_id`. When the reader ends, the connection is dead: every session bound
+//! sessions framed into the connection's [`OutQueue`] as one padded, encrypted write; the
+//! reader (the future [`establish`] returns) owns the read half and dispatches the ME's
+//! answers to sessions by `conn_id`. When the reader ends, the connection is dead: every session bound
 //! to it is told to close (C closes them too, spec §1.9) and the writer drops it.
 //!
 //! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).

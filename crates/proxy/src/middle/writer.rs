@@ -129,7 +129,8 @@ impl OutQueue {
     }
 
     /// Queues one payload (copied).
-    pub async fn send(&self, payload: &[u8]) -> Result<(), ()> {
+    #[cfg(test)]
+    async fn send(&self, payload: &[u8]) -> Result<(), ()> {
         self.send_with(|b| b.extend_from_slice(payload)).await
     }
 

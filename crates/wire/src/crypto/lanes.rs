@@ -29,7 +29,7 @@ pub(crate) struct Lane {
 
 /// Whether this CPU has what the kernel is compiled for.
 pub(crate) fn cpu_has() -> bool {
-    is_x86_feature_detected!("aes") && is_x86_feature_detected!("sse2")
+    is_x86_feature_detected!("aes")
 }
 
 /// Encrypts `blocks` 16-byte blocks of each of the `N` lanes in place, interleaved.
@@ -38,7 +38,7 @@ pub(crate) fn cpu_has() -> bool {
 /// The CPU must have AES-NI ([`cpu_has`]); `lanes.len() == N`; every lane's `rk` points to
 /// 60 readable words and its `p` to `16 * blocks` readable and writable bytes that no other
 /// lane's range overlaps.
-#[target_feature(enable = "aes,sse2")]
+#[target_feature(enable = "aes")]
 pub(crate) unsafe fn cbc_encrypt<const N: usize>(lanes: &mut [Lane], blocks: usize) {
     debug_assert_eq!(lanes.len(), N);
     let mut s = [_mm_setzero_si128(); N];

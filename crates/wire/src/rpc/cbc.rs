@@ -53,9 +53,7 @@ fn lanes_self_test() -> bool {
         .iter_mut()
         .zip(got.iter_mut().map(|b| &mut b[..]))
         .collect();
-    for group in jobs.chunks_mut(lanes::MAX_LANES) {
-        encrypt_lanes(group);
-    }
+    encrypt_lanes(&mut jobs);
     for e in encs.iter_mut() {
         e.0.run_aws(&mut [0u8; BLOCK_LEN], AES_ENCRYPT as _);
     }
@@ -69,9 +67,7 @@ fn lanes_self_test() -> bool {
 pub fn encrypt_many(jobs: &mut [(&mut AesCbcEncryptor, &mut [u8])]) {
     #[cfg(target_arch = "x86_64")]
     if jobs.len() > 1 && lanes_usable() {
-        for group in jobs.chunks_mut(lanes::MAX_LANES) {
-            encrypt_lanes(group);
-        }
+        encrypt_lanes(jobs);
         return;
     }
     for (enc, buf) in jobs.iter_mut() {
@@ -79,10 +75,18 @@ pub fn encrypt_many(jobs: &mut [(&mut AesCbcEncryptor, &mut [u8])]) {
     }
 }
 
+/// All `jobs` on the kernel, [`lanes::MAX_LANES`] at a time.
+#[cfg(target_arch = "x86_64")]
+fn encrypt_lanes(jobs: &mut [(&mut AesCbcEncryptor, &mut [u8])]) {
+    for group in jobs.chunks_mut(lanes::MAX_LANES) {
+        encrypt_group(group);
+    }
+}
+
 /// Up to [`lanes::MAX_LANES`] chains on the kernel: all lanes run for the shortest one's
 /// length, the finished lanes leave, and so on; the last lane alone goes to aws-lc.
 #[cfg(target_arch = "x86_64")]
-fn encrypt_lanes(jobs: &mut [(&mut AesCbcEncryptor, &mut [u8])]) {
+fn encrypt_group(jobs: &mut [(&mut AesCbcEncryptor, &mut [u8])]) {
     debug_assert!(jobs.len() <= lanes::MAX_LANES);
     let mut lane = [const {
         lanes::Lane {
