@@ -37,19 +37,25 @@ pub struct Target {
 }
 
 impl Target {
-    fn ready(&self) -> Vec<Arc<MeConn>> {
-        self.ready
-            .lock()
-            .expect("ready")
+    /// A random ready connection, if any (without collecting them: this runs for every
+    /// new session).
+    fn pick_ready(&self, rng: &mut impl Rng) -> Option<Arc<MeConn>> {
+        let ready = self.ready.lock().expect("ready");
+        let alive = ready.iter().filter(|c| c.is_alive()).count();
+        if alive == 0 {
+            return None;
+        }
+        ready
             .iter()
             .filter(|c| c.is_alive())
+            .nth(rng.gen_range(0..alive))
             .cloned()
-            .collect()
     }
 
     /// Ready connections right now.
     pub fn ready_count(&self) -> usize {
-        self.ready().len()
+        let ready = self.ready.lock().expect("ready");
+        ready.iter().filter(|c| c.is_alive()).count()
     }
 }
 
@@ -153,9 +159,8 @@ impl Pool {
             let Some(t) = st.targets.get(&spec.addr) else {
                 continue;
             };
-            let ready = t.ready();
-            if !ready.is_empty() {
-                return Some(ready[rng.gen_range(0..ready.len())].clone());
+            if let Some(c) = t.pick_ready(&mut rng) {
+                return Some(c);
             }
         }
         // Fall back to any target of the cluster with a ready connection.
@@ -163,9 +168,7 @@ impl Pool {
             .targets
             .iter()
             .filter_map(|s| st.targets.get(&s.addr))
-            .map(|t| t.ready())
-            .find(|r| !r.is_empty())
-            .map(|r| r[0].clone())
+            .find_map(|t| t.pick_ready(&mut rng))
     }
 
     /// Like [`Pool::pick`], but when no connection is ready yet (a process that just

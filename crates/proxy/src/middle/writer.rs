@@ -11,9 +11,10 @@
 //! task, per pass: writes what is pending on each connection as far as its socket takes it
 //! (a connection whose ME does not read holds up only itself); takes the queue of every
 //! connection that has written all it had (plus an RPC_PING when one is due), pads it to
-//! whole blocks; encrypts all those batches together. A connection leaves its group when
-//! its write fails, or when its reader ends (the pool marks it dead and tells the group to
-//! sweep); its queue is closed then, so its sessions learn it.
+//! whole blocks (a batch not yet encrypted also takes what is queued while the writer lets
+//! the sessions run once more); encrypts all those batches together. A connection leaves
+//! its group when its write fails, or when its reader ends (the pool marks it dead and
+//! tells the group to sweep); its queue is closed then, so its sessions learn it.
 
 use mtproto_wire::rpc::{self, frame::pad_to_block, ops, AesCbcEncryptor, FrameEncoder};
 use std::future::poll_fn;
@@ -89,43 +90,48 @@ impl OutQueue {
     /// connection's writer has dropped it.
     pub async fn send_with(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<(), ()> {
         let mut build = Some(build);
+        // The common case first: room in the queue, no waiter registration.
+        if let Some(r) = self.try_append(&mut build, QUEUE_LIMIT) {
+            return r;
+        }
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            {
-                let mut guard = self.st.lock().expect("out queue");
-                let st = &mut *guard;
-                if st.closed {
-                    return Err(());
-                }
-                if st.buf.len() < QUEUE_LIMIT {
-                    let writer = st.append(build.take().expect("built once"));
-                    drop(guard);
-                    if let Some(w) = writer {
-                        w.wake();
-                    }
-                    return Ok(());
-                }
+            if let Some(r) = self.try_append(&mut build, QUEUE_LIMIT) {
+                return r;
             }
             room.await;
         }
+    }
+
+    /// Appends the frame `build` makes when fewer than `limit` bytes are queued: Some(Ok);
+    /// Some(Err) once closed; None when full (`build` is kept).
+    fn try_append(
+        &self,
+        build: &mut Option<impl FnOnce(&mut Vec<u8>)>,
+        limit: usize,
+    ) -> Option<Result<(), ()>> {
+        let mut st = self.st.lock().expect("out queue");
+        if st.closed {
+            return Some(Err(()));
+        }
+        if st.buf.len() >= limit {
+            return None;
+        }
+        let writer = st.append(build.take().expect("built once"));
+        drop(st);
+        if let Some(w) = writer {
+            w.wake();
+        }
+        Some(Ok(()))
     }
 
     /// Queues one small control payload at once, over the limit if need be: the
     /// connection's reader must never wait for the writer (the ME may itself be waiting
     /// for our reader before it reads what the writer has). False once closed.
     pub fn push(&self, build: impl FnOnce(&mut Vec<u8>)) -> bool {
-        let mut st = self.st.lock().expect("out queue");
-        if st.closed {
-            return false;
-        }
-        let writer = st.append(build);
-        drop(st);
-        if let Some(w) = writer {
-            w.wake();
-        }
-        true
+        matches!(self.try_append(&mut Some(build), usize::MAX), Some(Ok(())))
     }
 
     /// Queues one payload (copied).
@@ -162,6 +168,20 @@ impl OutQueue {
         drop(guard);
         self.room.notify_waiters();
         Poll::Ready(Ok(()))
+    }
+
+    /// The writer's side, for a batch taken and not yet encrypted: appends what was queued
+    /// since (false when nothing was, or the queue is closed).
+    fn take_more(&self, out: &mut Vec<u8>) -> bool {
+        let mut st = self.st.lock().expect("out queue");
+        if st.closed || st.buf.is_empty() {
+            return false;
+        }
+        out.extend_from_slice(&st.buf);
+        st.buf.clear();
+        drop(st);
+        self.room.notify_waiters();
+        true
     }
 
     /// No more frames: senders (and those waiting for room) get Err, what is queued is
@@ -255,6 +275,13 @@ impl Slot {
             Poll::Pending => false,
         }
     }
+
+    /// A batch taken and not encrypted yet takes what its sessions queued since.
+    fn take_more(&mut self) {
+        if self.encrypted == 0 && !self.out.is_empty() && self.m.queue.take_more(&mut self.out) {
+            pad_to_block(&mut self.out, 0);
+        }
+    }
 }
 
 impl Drop for Slot {
@@ -343,8 +370,9 @@ async fn run(ctl: mpsc::UnboundedReceiver<Ctl>, count: Arc<AtomicUsize>, ping: D
             return;
         }
         // Fewer batches than connections: let the sessions that are ready run first and
-        // take what they queue too, so more chains share the encryption pass (one chain
-        // alone runs at a quarter of four).
+        // queue more, so more chains share the encryption pass (one chain alone runs at a
+        // quarter of four) and the batches taken grow by what their sessions queued in
+        // the meantime (fewer, larger writes in a connection storm).
         let ready = slots.iter().filter(|s| s.to_encrypt() > 0).count();
         if ready > 0 && ready < slots.len() {
             tokio::task::yield_now().await;
@@ -427,8 +455,12 @@ fn pass(
     }
     for s in slots.iter_mut() {
         s.flush(cx);
-        if !s.failed && s.idle() && s.take(cx) {
-            work = true;
+        if !s.failed {
+            if s.idle() {
+                work |= s.take(cx);
+            } else {
+                s.take_more();
+            }
         }
         // Failed, or (part of) a batch to encrypt.
         if s.failed || s.to_encrypt() > 0 {
@@ -583,6 +615,52 @@ mod tests {
         ));
         assert!(q.send(&[4u8; 8]).await.is_err());
         assert!(!q.push(|b| ops::build_pong(b, 10)));
+    }
+
+    #[tokio::test]
+    async fn a_batch_not_yet_encrypted_takes_what_was_queued_since() {
+        let (m, q, _, mut peer) = member(1).await;
+        let mut slot = Slot {
+            m,
+            out: Vec::new(),
+            sent: 0,
+            encrypted: 0,
+            ping_due: false,
+            ping_id: 0,
+            failed: false,
+        };
+        let (a, b, c) = (payload(1, 0, 20), payload(1, 1, 36), payload(1, 2, 8));
+        q.send(&a).await.unwrap();
+        assert!(poll_fn(|cx| Poll::Ready(slot.take(cx))).await);
+        let first = slot.out.len();
+        q.send(&b).await.unwrap();
+        slot.take_more();
+        assert!(slot.out.len() > first, "the batch grew");
+        assert_eq!(slot.out.len() % 16, 0, "whole blocks again");
+        slot.take_more();
+        let grown = slot.out.len();
+        // Once encryption has started the batch is closed: the next frame waits in the
+        // queue for the next batch.
+        encrypt_batches(std::slice::from_mut(&mut slot));
+        q.send(&c).await.unwrap();
+        slot.take_more();
+        assert_eq!(slot.out.len(), grown);
+        poll_fn(|cx| {
+            slot.flush(cx);
+            Poll::Ready(())
+        })
+        .await;
+        assert!(slot.idle(), "all written");
+        assert!(poll_fn(|cx| Poll::Ready(slot.take(cx))).await);
+        encrypt_batches(std::slice::from_mut(&mut slot));
+        poll_fn(|cx| {
+            slot.flush(cx);
+            Poll::Ready(())
+        })
+        .await;
+        for want in [&a, &b, &c] {
+            assert_eq!(&peer.next().await.unwrap(), want);
+        }
     }
 
     #[tokio::test]
