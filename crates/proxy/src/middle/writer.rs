@@ -36,6 +36,10 @@ pub const GROUP: usize = 8;
 /// buffers towards a slow ME.
 pub const QUEUE_LIMIT: usize = 256 * 1024;
 
+/// The most a batch not yet encrypted copies in from its queue when the writer has let the
+/// sessions run (small frames of a connection storm; bulk is swapped in as the next batch).
+const TAKE_MORE_MAX: usize = 16 * 1024;
+
 /// A writer's buffer larger than this after a batch is freed rather than kept (a burst
 /// must not pin megabytes per ME connection). A queue that reached its limit has at most
 /// one more frame in it; its buffer doubled up to twice that, which is kept.
@@ -171,10 +175,12 @@ impl OutQueue {
     }
 
     /// The writer's side, for a batch taken and not yet encrypted: appends what was queued
-    /// since (false when nothing was, or the queue is closed).
+    /// since when that is at most [`TAKE_MORE_MAX`] bytes (false when nothing was appended:
+    /// nothing queued, too much, or the queue is closed). More waits for the next batch,
+    /// which takes it without a copy.
     fn take_more(&self, out: &mut Vec<u8>) -> bool {
         let mut st = self.st.lock().expect("out queue");
-        if st.closed || st.buf.is_empty() {
+        if st.closed || st.buf.is_empty() || st.buf.len() > TAKE_MORE_MAX {
             return false;
         }
         out.extend_from_slice(&st.buf);
@@ -630,6 +636,16 @@ mod tests {
             failed: false,
         };
         let (a, b, c) = (payload(1, 0, 20), payload(1, 1, 36), payload(1, 2, 8));
+        let big = payload(1, 3, TAKE_MORE_MAX + 4);
+        async fn write_all(slot: &mut Slot) {
+            encrypt_batches(std::slice::from_mut(slot));
+            poll_fn(|cx| {
+                slot.flush(cx);
+                Poll::Ready(())
+            })
+            .await;
+            assert!(slot.idle(), "all written");
+        }
         q.send(&a).await.unwrap();
         assert!(poll_fn(|cx| Poll::Ready(slot.take(cx))).await);
         let first = slot.out.len();
@@ -637,28 +653,24 @@ mod tests {
         slot.take_more();
         assert!(slot.out.len() > first, "the batch grew");
         assert_eq!(slot.out.len() % 16, 0, "whole blocks again");
-        slot.take_more();
-        let grown = slot.out.len();
         // Once encryption has started the batch is closed: the next frame waits in the
         // queue for the next batch.
         encrypt_batches(std::slice::from_mut(&mut slot));
+        let started = slot.out.len();
         q.send(&c).await.unwrap();
         slot.take_more();
-        assert_eq!(slot.out.len(), grown);
-        poll_fn(|cx| {
-            slot.flush(cx);
-            Poll::Ready(())
-        })
-        .await;
-        assert!(slot.idle(), "all written");
+        assert_eq!(slot.out.len(), started);
+        write_all(&mut slot).await;
         assert!(poll_fn(|cx| Poll::Ready(slot.take(cx))).await);
-        encrypt_batches(std::slice::from_mut(&mut slot));
-        poll_fn(|cx| {
-            slot.flush(cx);
-            Poll::Ready(())
-        })
-        .await;
-        for want in [&a, &b, &c] {
+        // Bulk is left for the next batch (swapped in then, not copied now).
+        let taken = slot.out.len();
+        q.send(&big).await.unwrap();
+        slot.take_more();
+        assert_eq!(slot.out.len(), taken, "the big frame was not copied in");
+        write_all(&mut slot).await;
+        assert!(poll_fn(|cx| Poll::Ready(slot.take(cx))).await);
+        write_all(&mut slot).await;
+        for want in [&a, &b, &c, &big] {
             assert_eq!(&peer.next().await.unwrap(), want);
         }
     }
