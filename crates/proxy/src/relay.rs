@@ -21,7 +21,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::ReadHalf;
 use tokio::time::Instant;
 
@@ -34,6 +34,59 @@ pub trait PollReadReady: AsyncRead + Unpin {
 impl PollReadReady for ReadHalf<'_> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.as_ref().poll_read_ready(cx)
+    }
+}
+
+/// A client reader that first gives back the bytes read along with the obfuscated2 header
+/// (a client that sends its header and first packet together gets one read, not two), then
+/// reads the socket.
+pub struct Prefixed<R> {
+    /// Read and not yet handed out; `None` once handed out (and usually from the start).
+    /// Boxed although a Vec is already on the heap: a thin pointer keeps the reader small,
+    /// and every session future that holds the reader carries its size for the
+    /// connection's life (the extra allocation happens only when there is a rest).
+    #[allow(clippy::box_collection)]
+    rest: Option<Box<Vec<u8>>>,
+    inner: R,
+}
+
+impl<R> Prefixed<R> {
+    pub fn new(rest: Vec<u8>, inner: R) -> Self {
+        Prefixed {
+            rest: (!rest.is_empty()).then(|| Box::new(rest)),
+            inner,
+        }
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let Some(rest) = this.rest.as_mut().filter(|_| buf.remaining() > 0) else {
+            return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
+        };
+        let n = rest.len().min(buf.remaining());
+        buf.put_slice(&rest[..n]);
+        if n == rest.len() {
+            this.rest = None;
+        } else {
+            rest.drain(..n);
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<R: PollReadReady> PollReadReady for Prefixed<R> {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.rest.is_some() {
+            Poll::Ready(Ok(()))
+        } else {
+            self.inner.poll_read_ready(cx)
+        }
     }
 }
 
@@ -205,5 +258,93 @@ async fn burst(
         *total += n as u64;
         counter.fetch_add(n as u64, Relaxed);
         last.store(start.elapsed().as_millis() as u64, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+
+    /// A socket stand-in: `data` is readable once `open`, and until then nothing is.
+    struct Socket {
+        data: Vec<u8>,
+        open: bool,
+    }
+
+    impl AsyncRead for Socket {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if !self.open {
+                return Poll::Pending;
+            }
+            let n = self.data.len().min(buf.remaining());
+            buf.put_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    impl PollReadReady for Socket {
+        fn poll_read_ready(&self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            if self.open {
+                Poll::Ready(Ok(()))
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    async fn ready(p: &Prefixed<Socket>) -> bool {
+        std::future::poll_fn(|cx| Poll::Ready(p.poll_read_ready(cx)))
+            .await
+            .is_ready()
+    }
+
+    async fn read_now(p: &mut Prefixed<Socket>, buf: &mut [u8]) -> Option<usize> {
+        let mut rb = ReadBuf::new(buf);
+        let r = std::future::poll_fn(|cx| {
+            Poll::Ready(std::pin::Pin::new(&mut *p).poll_read(cx, &mut rb))
+        })
+        .await;
+        match r {
+            Poll::Ready(Ok(())) => Some(rb.filled().len()),
+            Poll::Ready(Err(e)) => panic!("{e}"),
+            Poll::Pending => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn prefixed_gives_the_rest_first_then_the_socket() {
+        let socket = Socket {
+            data: b"ghij".to_vec(),
+            open: false,
+        };
+        let mut p = Prefixed::new(b"abcdef".to_vec(), socket);
+        assert!(
+            ready(&p).await,
+            "the rest is waiting, the socket has nothing"
+        );
+        let mut four = [0u8; 4];
+        assert_eq!(read_now(&mut p, &mut four).await, Some(4));
+        assert_eq!(&four, b"abcd");
+        assert_eq!(
+            read_now(&mut p, &mut four).await,
+            Some(2),
+            "the rest, not more"
+        );
+        assert_eq!(&four[..2], b"ef");
+        assert!(p.rest.is_none(), "freed once handed out");
+        // Then the socket's own readiness and bytes.
+        assert!(!ready(&p).await);
+        assert_eq!(read_now(&mut p, &mut four).await, None);
+        p.inner.open = true;
+        assert!(ready(&p).await);
+        let mut got = [0u8; 4];
+        p.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ghij");
     }
 }

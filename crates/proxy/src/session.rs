@@ -10,7 +10,7 @@
 //!   the real site (`mask.rs`) with the bytes already received.
 
 use crate::faketls::{TlsConf, TlsReader, TlsWriter};
-use crate::relay::{Halves, PollReadReady};
+use crate::relay::{Halves, PollReadReady, Prefixed};
 use crate::stats::Stats;
 use crate::{direct, mask};
 use crate::{Shared, Upstream};
@@ -23,7 +23,7 @@ use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
@@ -69,6 +69,36 @@ impl Drop for SessionTask {
     }
 }
 
+/// The first reads' size: the header and a first packet of usual size.
+const FIRST_READ: usize = 1024;
+
+/// One read of the header's missing bytes and what follows them (into `rest`): Ready(false)
+/// at end of stream. The buffer is on this function's stack, not in the session's future;
+/// a short read tells tokio the socket is drained, so the session's next read waits for
+/// the next readiness event instead of trying the socket (one EAGAIN less).
+fn poll_read_first(
+    cx: &mut Context<'_>,
+    client: &mut TcpStream,
+    header: &mut [u8; HEADER_LEN],
+    got: &mut usize,
+    rest: &mut Vec<u8>,
+) -> Poll<std::io::Result<bool>> {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+    let mut rb = ReadBuf::uninit(&mut buf);
+    if let Err(e) = std::task::ready!(Pin::new(client).poll_read(cx, &mut rb)) {
+        return Poll::Ready(Err(e));
+    }
+    let read = rb.filled();
+    if read.is_empty() {
+        return Poll::Ready(Ok(false));
+    }
+    let take = read.len().min(HEADER_LEN - *got);
+    header[*got..*got + take].copy_from_slice(&read[..take]);
+    *got += take;
+    rest.extend_from_slice(&read[take..]);
+    Poll::Ready(Ok(true))
+}
+
 async fn obfuscated2(
     shared: Arc<Shared>,
     mut client: TcpStream,
@@ -76,14 +106,51 @@ async fn obfuscated2(
     deadline: Instant,
 ) {
     let shared = &*shared;
-    // In a block: the header's bytes are not kept for the session's life.
-    let accepted = {
-        let mut header = [0u8; HEADER_LEN];
-        match timeout_at(deadline, client.read_exact(&mut header)).await {
-            Ok(Ok(_)) => {}
+    let Some((accepted, rest)) = read_header(shared, &mut client, peer, deadline).await else {
+        return;
+    };
+    count_accepted(shared, peer, &accepted);
+    // Only ME mode sends our end's address (in every RPC_PROXY_REQ): direct mode skips
+    // the getsockname.
+    let local = match shared.upstream {
+        Upstream::Middle(_) => client.local_addr().unwrap_or(peer),
+        Upstream::Direct(_) => peer,
+    };
+    let (r, w) = client.split();
+    let client = Halves {
+        read: Prefixed::new(rest, r),
+        write: w,
+    };
+    route(shared, client, peer, local, accepted).await;
+}
+
+/// The obfuscated2 header, and what the client sent with it in the same read (its first
+/// packet, usually), which the session gets first: one system call per connection less
+/// than reading the 64 bytes alone. None when the connection is done with (closed, timed
+/// out, or a header no secret accepts, after skip mode). Its own function: what it holds
+/// while waiting is not kept in the session's future.
+async fn read_header(
+    shared: &Shared,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    deadline: Instant,
+) -> Option<(Box<Accepted>, Vec<u8>)> {
+    let mut header = [0u8; HEADER_LEN];
+    let mut got = 0;
+    let mut rest = Vec::new();
+    while got < HEADER_LEN {
+        let first = std::future::poll_fn(|cx| {
+            poll_read_first(cx, client, &mut header, &mut got, &mut rest)
+        });
+        match timeout_at(deadline, first).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                debug!("{peer}: closed before a full header ({got} bytes)");
+                return None;
+            }
             Ok(Err(e)) => {
                 debug!("{peer}: closed before a full header: {e}");
-                return;
+                return None;
             }
             Err(_) => {
                 Stats::inc(&shared.stats.handshakes_timeout);
@@ -91,21 +158,18 @@ async fn obfuscated2(
                     "{peer}: no header within {:?}, closing",
                     shared.handshake_timeout
                 );
-                return;
+                return None;
             }
         }
-        let Some(accepted) = obfs2::accept(&header, &shared.secrets) else {
-            Stats::inc(&shared.stats.handshakes_bad);
-            debug!("{peer}: no secret matches the header; discarding input until the deadline");
-            skip_until(&mut client, deadline).await;
-            return;
-        };
-        Box::new(accepted)
+    }
+    let Some(accepted) = obfs2::accept(&header, &shared.secrets) else {
+        Stats::inc(&shared.stats.handshakes_bad);
+        debug!("{peer}: no secret matches the header; discarding input until the deadline");
+        drop(rest);
+        skip_until(client, deadline).await;
+        return None;
     };
-    count_accepted(shared, peer, &accepted);
-    let local = client.local_addr().unwrap_or(peer);
-    let (r, w) = client.split();
-    route(shared, Halves { read: r, write: w }, peer, local, accepted).await;
+    Some((Box::new(accepted), rest))
 }
 
 fn count_accepted(shared: &Shared, peer: SocketAddr, a: &Accepted) {
@@ -124,7 +188,8 @@ fn count_accepted(shared: &Shared, peer: SocketAddr, a: &Accepted) {
 }
 
 /// Hands an accepted session to its upstream. `acc` is boxed: passed by value, its bytes
-/// would be kept twice in every future it passes through, for the whole session.
+/// would be kept twice in every future it passes through, for the whole session. `local`
+/// is our end of the client connection; only ME mode uses it.
 pub async fn route<R, W>(
     shared: &Shared,
     client: Halves<R, W>,

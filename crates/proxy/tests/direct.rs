@@ -262,6 +262,23 @@ async fn header_split_across_writes() {
     }
 }
 
+/// A client that sends its header and first frame in one write: the proxy reads both at
+/// once and the session must pass on every byte after the header, whether the frame fits in
+/// that first read or goes on past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn header_and_first_frame_in_one_write() {
+    let dc = fake_dc().await;
+    let proxy = proxy_to(&dc, &[]);
+    for tag in Tag::ALL {
+        for n in [16, 900, 5000, 200_000] {
+            let opts = ClientOpts::new(key(S1), tag).header_with_first_frame(true);
+            let mut c = Client::connect(proxy.addr(), opts).await.unwrap();
+            round_trip(&mut c, &random_payload(n)).await;
+            round_trip(&mut c, &random_payload(120)).await;
+        }
+    }
+}
+
 /// `--dc-override` per DC id; media ids use their base DC; unknown ids fall back to DC 2.
 #[tokio::test(flavor = "multi_thread")]
 async fn dc_override_media_and_unknown_fallback() {

@@ -105,6 +105,18 @@ fn is_echo(tag: Tag, sent: &[u8], back: &[u8]) -> bool {
     back.len() >= sent.len() && back.len() - sent.len() <= extra && back[..sent.len()] == *sent
 }
 
+/// Sends `p` and checks that it comes back.
+async fn echoed(c: &mut Client, tag: Tag, p: &[u8]) {
+    c.send_packet(p).await.unwrap();
+    let back = timeout(LIMIT, c.recv_packet()).await.unwrap().unwrap();
+    assert!(
+        is_echo(tag, p, &back),
+        "{tag:?}: sent {} bytes, got {}",
+        p.len(),
+        back.len()
+    );
+}
+
 fn reqs(me: &FakeMe) -> Vec<(i64, u32, Option<[u8; 16]>)> {
     me.events()
         .into_iter()
@@ -141,15 +153,17 @@ async fn every_transport_and_secret_through_the_me_with_c_flags() {
                 MAX_FRAME
             };
             for n in [56, 1000, 100_000, max] {
-                let p = payload(n);
-                c.send_packet(&p).await.unwrap();
-                let back = timeout(LIMIT, c.recv_packet()).await.unwrap().unwrap();
-                assert!(
-                    is_echo(tag, &p, &back),
-                    "{tag:?} {n}: got {} bytes",
-                    back.len()
-                );
+                echoed(&mut c, tag, &payload(n)).await;
             }
+        }
+        // Header and first frame in one write: the proxy reads both at once and the session
+        // must get every byte after the header, whether the frame fits in that first read
+        // or goes on past it.
+        for n in [56, 900, 5000, 200_000] {
+            let opts = ClientOpts::new(key(S2), tag).header_with_first_frame(true);
+            let mut c = Client::connect(proxy.addr(), opts).await.unwrap();
+            echoed(&mut c, tag, &payload(n)).await;
+            echoed(&mut c, tag, &payload(120)).await;
         }
     }
     // C's flag words: abridged 0x40021000, (padded) intermediate 0x20021000, +2 unencrypted.

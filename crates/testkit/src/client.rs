@@ -51,6 +51,10 @@ pub struct ClientOpts {
     pub dc: i16,
     /// Fake TLS around the obfuscated2 stream (needs `secret`); `None`: plain obfuscated2.
     pub tls: Option<TlsOpts>,
+    /// Plain obfuscated2: hold the header back and send it in one write with the first
+    /// frame (`false`: alone, at connect). In fake TLS see
+    /// [`TlsOpts::header_with_first_frame`].
+    pub header_with_first_frame: bool,
 }
 
 impl ClientOpts {
@@ -61,6 +65,7 @@ impl ClientOpts {
             tag,
             dc: 2,
             tls: None,
+            header_with_first_frame: false,
         }
     }
 
@@ -71,6 +76,7 @@ impl ClientOpts {
             tag,
             dc: 2,
             tls: None,
+            header_with_first_frame: false,
         }
     }
 
@@ -83,6 +89,7 @@ impl ClientOpts {
             tag: Tag::Padded,
             dc: 2,
             tls: Some(TlsOpts::new(domain)),
+            header_with_first_frame: false,
         }
     }
 
@@ -129,11 +136,13 @@ impl ClientOpts {
         self
     }
 
-    /// Fake TLS: hold the header for the first frame (`true`, TDLib) or send it alone right
-    /// away. Panics without TLS options.
+    /// Hold the header for the first frame or send it alone right away. Fake TLS: `true`
+    /// by default (TDLib); plain obfuscated2: `false` by default.
     pub fn header_with_first_frame(mut self, hold: bool) -> Self {
-        self.tls_mut("header_with_first_frame")
-            .header_with_first_frame = hold;
+        match self.tls.as_mut() {
+            Some(tls) => tls.header_with_first_frame = hold,
+            None => self.header_with_first_frame = hold,
+        }
         self
     }
 
@@ -250,6 +259,7 @@ impl Client {
         stream.set_nodelay(true)?;
         let init = obfs2::initiate(random, opts.tag, opts.dc, opts.secret.as_ref());
         let (rd, mut wr) = stream.into_split();
+        let mut held = None;
         match split {
             Some((first, pause)) => {
                 wr.write_all(&init.header[..first]).await?;
@@ -257,13 +267,14 @@ impl Client {
                 tokio::time::sleep(pause).await;
                 wr.write_all(&init.header[first..]).await?;
             }
+            None if opts.header_with_first_frame => held = Some(init.header),
             None => wr.write_all(&init.header).await?,
         }
         wr.flush().await?;
         Ok(Client {
             header: init.header,
             reader: FrameReader::new(rd, init.decrypt, opts.tag, Side::FromServer),
-            writer: FrameWriter::new(wr, init.encrypt, opts.tag),
+            writer: FrameWriter::new(wr, init.encrypt, opts.tag).holding(held),
             opts,
             quick_acks: VecDeque::new(),
             tls_hello: None,

@@ -13,7 +13,7 @@
 use std::io;
 
 use mtproto_wire::crypto::AesCtr;
-use mtproto_wire::obfs2::Tag;
+use mtproto_wire::obfs2::{Tag, HEADER_LEN};
 use mtproto_wire::tls::RecordReader;
 use mtproto_wire::transport::{encode_prefix, parse_frame, Frame, FrameError, Side};
 use rand::RngCore;
@@ -233,6 +233,8 @@ pub(crate) struct FrameWriter<W> {
     tag: Tag,
     /// Fake TLS: how the encrypted bytes are wrapped in records, and what is held back.
     tls: Option<TlsOut>,
+    /// Plain obfuscated2: the header, held back for the first write.
+    held: Option<[u8; HEADER_LEN]>,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -242,7 +244,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             encrypt,
             tag,
             tls: None,
+            held: None,
         }
+    }
+
+    /// Plain obfuscated2: `header` (when given) goes out with the first bytes sent.
+    pub(crate) fn holding(mut self, header: Option<[u8; HEADER_LEN]>) -> Self {
+        self.held = header;
+        self
     }
 
     /// Fake TLS: everything sent from now on is wrapped in records as `tls` says, after
@@ -252,17 +261,22 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self
     }
 
-    /// Fake TLS: is a ChangeCipherSpec or the obfuscated2 header still held back?
+    /// Is the header (or in fake TLS a ChangeCipherSpec) still held back?
     pub(crate) fn has_pending(&self) -> bool {
-        self.tls.as_ref().is_some_and(TlsOut::has_pending)
+        self.held.is_some() || self.tls.as_ref().is_some_and(TlsOut::has_pending)
     }
 
-    /// Fake TLS: sends what is held back (ChangeCipherSpec, the header in a record of its
-    /// own), if anything. `split`: write the first that many bytes, pause, then the rest.
+    /// Sends what is held back (the plain header; in fake TLS the ChangeCipherSpec and the
+    /// header in a record of its own), if anything. `split` (fake TLS): write the first
+    /// that many bytes, pause, then the rest.
     pub(crate) async fn flush_pending(
         &mut self,
         split: Option<(usize, std::time::Duration)>,
     ) -> io::Result<()> {
+        if let Some(header) = self.held.take() {
+            self.wr.write_all(&header).await?;
+            return self.wr.flush().await;
+        }
         let Some(tls) = self.tls.as_mut().filter(|t| t.has_pending()) else {
             return Ok(());
         };
@@ -314,6 +328,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.encrypt.apply(&mut bytes);
         if let Some(tls) = &mut self.tls {
             bytes = tls.wrap(&bytes);
+        }
+        if let Some(header) = self.held.take() {
+            bytes.splice(0..0, header);
         }
         self.write_wire(&bytes).await?;
         self.wr.flush().await
