@@ -8,7 +8,7 @@
 //! [`TlsReader`] / [`TlsWriter`] wrap the two halves of the client socket so the direct and
 //! middle-proxy sessions run unchanged over TLS records.
 
-use crate::relay::PollReadReady;
+use crate::relay::{Pending, PollReadReady};
 use mtproto_wire::tls::{ExtensionOrder, RecordReader, ReplayCache, ReplyShape, SniPolicy};
 use std::io;
 use std::net::SocketAddr;
@@ -85,8 +85,7 @@ pub struct TlsReader<R> {
 struct ReadState {
     records: RecordReader,
     /// Decoded payload not yet handed out.
-    pending: Vec<u8>,
-    pos: usize,
+    pending: Pending,
 }
 
 impl<R> TlsReader<R> {
@@ -97,8 +96,7 @@ impl<R> TlsReader<R> {
             inner,
             st: Box::new(ReadState {
                 records,
-                pending,
-                pos: 0,
+                pending: Pending::new(pending),
             }),
         }
     }
@@ -113,15 +111,8 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
         let this = &mut *self;
         let st = &mut *this.st;
         loop {
-            if st.pos < st.pending.len() {
-                let n = (st.pending.len() - st.pos).min(buf.remaining());
-                buf.put_slice(&st.pending[st.pos..st.pos + n]);
-                st.pos += n;
-                if st.pos == st.pending.len() {
-                    // Idle sessions keep no decoded-payload buffer.
-                    st.pending = Vec::new();
-                    st.pos = 0;
-                }
+            if !st.pending.is_empty() {
+                st.pending.give(buf);
                 return Poll::Ready(Ok(()));
             }
             // The raw buffer is borrowed from the pool for this read only.
@@ -130,7 +121,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
             let res = Pin::new(&mut this.inner).poll_read(cx, &mut rb);
             let n = rb.filled().len();
             let fed = match res {
-                Poll::Ready(Ok(())) if n > 0 => st.records.feed(&raw[..n], &mut st.pending),
+                Poll::Ready(Ok(())) if n > 0 => st.records.feed(&raw[..n], &mut st.pending.buf),
                 _ => Ok(()),
             };
             crate::bufpool::give(raw);
@@ -155,7 +146,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for TlsReader<R> {
 
 impl<R: PollReadReady> PollReadReady for TlsReader<R> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.st.pos < self.st.pending.len() {
+        if !self.st.pending.is_empty() {
             return Poll::Ready(Ok(()));
         }
         self.inner.poll_read_ready(cx)

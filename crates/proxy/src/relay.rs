@@ -37,23 +37,51 @@ impl PollReadReady for ReadHalf<'_> {
     }
 }
 
+/// Bytes already taken from a socket and not yet handed to the reader's user:
+/// `buf[pos..]`. Both readers that hold such bytes (the fake-TLS record reader's decoded
+/// payload, [`Prefixed`]'s rest) hand them out through it.
+#[derive(Debug, Default)]
+pub struct Pending {
+    pub buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Pending {
+    pub fn new(buf: Vec<u8>) -> Self {
+        Pending { buf, pos: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    /// Copies as much as `out` takes. Once all is handed out the buffer is freed: an idle
+    /// session keeps none.
+    pub fn give(&mut self, out: &mut ReadBuf<'_>) {
+        let n = (self.buf.len() - self.pos).min(out.remaining());
+        out.put_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        if self.is_empty() {
+            *self = Pending::default();
+        }
+    }
+}
+
 /// A client reader that first gives back the bytes read along with the obfuscated2 header
 /// (a client that sends its header and first packet together gets one read, not two), then
 /// reads the socket.
 pub struct Prefixed<R> {
     /// Read and not yet handed out; `None` once handed out (and usually from the start).
-    /// Boxed although a Vec is already on the heap: a thin pointer keeps the reader small,
-    /// and every session future that holds the reader carries its size for the
-    /// connection's life (the extra allocation happens only when there is a rest).
-    #[allow(clippy::box_collection)]
-    rest: Option<Box<Vec<u8>>>,
+    /// Boxed: a thin pointer keeps the reader small, and every session future that holds
+    /// the reader carries its size for the connection's life.
+    rest: Option<Box<Pending>>,
     inner: R,
 }
 
 impl<R> Prefixed<R> {
     pub fn new(rest: Vec<u8>, inner: R) -> Self {
         Prefixed {
-            rest: (!rest.is_empty()).then(|| Box::new(rest)),
+            rest: (!rest.is_empty()).then(|| Box::new(Pending::new(rest))),
             inner,
         }
     }
@@ -69,12 +97,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Prefixed<R> {
         let Some(rest) = this.rest.as_mut().filter(|_| buf.remaining() > 0) else {
             return std::pin::Pin::new(&mut this.inner).poll_read(cx, buf);
         };
-        let n = rest.len().min(buf.remaining());
-        buf.put_slice(&rest[..n]);
-        if n == rest.len() {
+        rest.give(buf);
+        if rest.is_empty() {
             this.rest = None;
-        } else {
-            rest.drain(..n);
         }
         Poll::Ready(Ok(()))
     }
