@@ -12,8 +12,8 @@
 //! end to end either way). `--no-fast-mode` turns it off.
 
 use crate::relay::{self, End, Halves, PollReadReady, Transform};
+use crate::shared::{Shared, Upstream};
 use crate::stats::Stats;
-use crate::{Shared, Upstream};
 use mtproto_wire::obfs2::{self, Accepted, HEADER_LEN};
 use rand::RngCore;
 use std::net::SocketAddr;

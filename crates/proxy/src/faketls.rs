@@ -9,7 +9,7 @@
 //! middle-proxy sessions run unchanged over TLS records.
 
 use crate::relay::{Pending, PollReadReady};
-use mtproto_wire::tls::{ExtensionOrder, RecordReader, ReplayCache, ReplyShape, SniPolicy};
+use mtproto_wire::tls::{RecordReader, ReplayCache, ReplyShape, SniPolicy};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -65,11 +65,6 @@ impl TlsConf {
 /// The default shape until the probe answered: C's fallback (2500..3619 bytes, randomised).
 pub fn fallback_shape() -> ReplyShape {
     ReplyShape::fallback(rand::random())
-}
-
-/// Normal extension order unless told otherwise.
-pub fn default_order() -> ExtensionOrder {
-    ExtensionOrder::KeyShareFirst
 }
 
 /// Reads the obfuscated2 stream out of TLS application-data records.

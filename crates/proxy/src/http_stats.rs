@@ -1679,7 +1679,7 @@ mod tests {
             vm_size_bytes: 1 << 30,
             vm_rss_bytes: 9 << 20,
             vm_data_bytes: 250 << 20,
-            version: crate::version(),
+            version: crate::cli::version(),
             stats_generate_time: 0.000_09,
             workers: 0,
             window_clamp: DEFAULT_WINDOW_CLAMP,

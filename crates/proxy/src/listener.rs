@@ -5,8 +5,8 @@
 //! backlog and SO_KEEPALIVE on accepted connections, as in C.
 
 use crate::session;
+use crate::shared::Shared;
 use crate::stats::Stats;
-use crate::Shared;
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -56,37 +56,6 @@ pub fn set_window_clamp(fd: &impl std::os::fd::AsRawFd, clamp: u32) {
             (&v as *const libc::c_int).cast(),
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         );
-    }
-}
-
-/// `--max-accept-rate`: a token bucket over all listening sockets of the process.
-#[derive(Debug)]
-pub struct AcceptRate {
-    per_sec: f64,
-    state: std::sync::Mutex<(f64, std::time::Instant)>,
-}
-
-impl AcceptRate {
-    pub fn new(per_sec: u32) -> Self {
-        AcceptRate {
-            per_sec: per_sec as f64,
-            state: std::sync::Mutex::new((per_sec as f64, std::time::Instant::now())),
-        }
-    }
-
-    /// Takes one token; false when the rate is exceeded.
-    pub fn allow(&self) -> bool {
-        let mut st = self.state.lock().expect("rate");
-        let now = std::time::Instant::now();
-        let refill = now.duration_since(st.1).as_secs_f64() * self.per_sec;
-        st.0 = (st.0 + refill).min(self.per_sec.max(1.0));
-        st.1 = now;
-        if st.0 >= 1.0 {
-            st.0 -= 1.0;
-            true
-        } else {
-            false
-        }
     }
 }
 

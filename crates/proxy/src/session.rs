@@ -11,9 +11,9 @@
 
 use crate::faketls::{TlsConf, TlsReader, TlsWriter};
 use crate::relay::{Halves, PollReadReady, Prefixed};
+use crate::shared::{Shared, Upstream};
 use crate::stats::Stats;
 use crate::{direct, mask};
-use crate::{Shared, Upstream};
 use mtproto_wire::obfs2::{self, Accepted, Tag, HEADER_LEN};
 use mtproto_wire::tls::{self, Detect, HelloVerdict, RecordReader, RejectReason};
 use rand::RngCore;

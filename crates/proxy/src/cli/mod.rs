@@ -263,6 +263,14 @@ pub fn parse<I: IntoIterator<Item = OsString>>(args: I) -> Result<Options, CliEx
     Parser::new(argv0).run(&args)
 }
 
+/// The version line printed at start-up and in `--help`.
+pub fn version() -> String {
+    format!(
+        "mtproxy-rs {} (Rust drop-in for mtproxy-0.02)",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
 /// The usage text (C format, printed on stdout for `-h` and every usage error).
 pub fn usage_text(argv0: &str) -> String {
     let mut s = String::with_capacity(4096);
@@ -272,7 +280,7 @@ pub fn usage_text(argv0: &str) -> String {
         " [-v] [-6] [-p<port>] [-H<http-port>{,<http-port>}] [-M<workers>] [-u<username>] \
          [-b<backlog>] [-c<max-conn>] [-l<log-name>] [-W<window-size>] [<config-file>]\n",
     );
-    s.push_str(&crate::version());
+    s.push_str(&version());
     s.push('\n');
     s.push_str("\tSimple MT-Proto proxy\n");
     // parse_usage: width = max over options of (3 per short letter + len+3 per long name + 6 if

@@ -104,11 +104,6 @@ impl Pool {
         self.next_session.fetch_add(1, Relaxed)
     }
 
-    /// The config in force.
-    pub fn config(&self) -> Arc<ProxyConfig> {
-        self.state.read().expect("state").config.clone()
-    }
-
     /// Replaces the proxy secret used by connections dialled from now on.
     pub fn set_secret(&self, secret: Option<Arc<Vec<u8>>>) {
         self.ident.write().expect("ident").secret = secret;

@@ -1,0 +1,114 @@
+//! Start-up of fake-TLS mode (`-D`): where masked connections go (resolved once, like C),
+//! the site's reply shape (probed before serving; C blocks start-up for up to 5 s the same
+//! way) and its hourly refresh.
+//!
+//! The handshake and record layer are `faketls`; the probe itself is `tls_probe`.
+
+use super::Fatal;
+use crate::shared::Shared;
+use crate::{cli, faketls, tls_probe};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// Where masked connections go: `--mask-host`, else each `-D` domain's addresses (resolved
+/// once at start-up, like C; a name that does not resolve leaves its connections closed).
+pub(super) fn mask_targets(opts: &cli::Options) -> Result<faketls::MaskTargets, Fatal> {
+    use std::net::ToSocketAddrs;
+    if let Some((host, port)) = &opts.mask_host {
+        let addrs: Vec<SocketAddr> = (host.as_str(), *port)
+            .to_socket_addrs()
+            .map_err(|e| (2, format!("--mask-host {host}:{port}: cannot resolve: {e}")))?
+            .collect();
+        return Ok(faketls::MaskTargets {
+            explicit: Some(addrs),
+            domains: Vec::new(),
+        });
+    }
+    let domains = opts
+        .domains
+        .iter()
+        .map(|d| match (d.as_str(), 443).to_socket_addrs() {
+            Ok(a) => a.map(|a| a.ip()).take(1).collect(),
+            Err(e) => {
+                warn!("cannot resolve TLS domain {d}: {e}; connections to be masked to it will be closed");
+                Vec::new()
+            }
+        })
+        .collect();
+    Ok(faketls::MaskTargets {
+        explicit: None,
+        domains,
+    })
+}
+
+/// Builds the fake-TLS state, probing the site for its reply shape first.
+pub(super) async fn setup(opts: &cli::Options, mask: faketls::MaskTargets) -> faketls::TlsConf {
+    let shape = match mask.for_domain(0, 443).first() {
+        Some(addr) => match tls_probe::probe(*addr, &opts.domains[0]).await {
+            Ok(shape) => {
+                info!(
+                    "TLS domain {} ({addr}): first record {} bytes{}, {:?}",
+                    opts.domains[0],
+                    shape.encrypted_size,
+                    if shape.randomised {
+                        " (randomised)"
+                    } else {
+                        ""
+                    },
+                    shape.order
+                );
+                shape
+            }
+            Err(e) => {
+                warn!(
+                    "cannot learn the reply shape of {} at {addr}: {e}; using defaults",
+                    opts.domains[0]
+                );
+                faketls::fallback_shape()
+            }
+        },
+        None => faketls::fallback_shape(),
+    };
+    faketls::TlsConf {
+        domains: opts.domains.clone(),
+        policy: if opts.tls_require_sni {
+            mtproto_wire::tls::SniPolicy::RequireKnown
+        } else {
+            mtproto_wire::tls::SniPolicy::AllowMissing
+        },
+        cache: std::sync::Mutex::new(mtproto_wire::tls::ReplayCache::new(
+            mtproto_wire::tls::ReplayCache::DEFAULT_MAX_ENTRIES,
+        )),
+        shape: std::sync::RwLock::new(shape),
+        mask,
+        record_max: mtproto_wire::tls::MAX_RECORD_PAYLOAD,
+    }
+}
+
+/// In fake-TLS mode, starts re-probing the first domain's site in the background.
+pub(super) fn spawn_refresh(shared: &Arc<Shared>) {
+    if let (Some(_), Some(target)) = (&shared.tls, probe_target(shared)) {
+        tokio::spawn(refresh_shape(shared.clone(), target));
+    }
+}
+
+fn probe_target(shared: &Shared) -> Option<(SocketAddr, String)> {
+    let tls = shared.tls.as_ref()?;
+    let addr = *tls.mask.for_domain(0, 443).first()?;
+    Some((addr, tls.domains[0].clone()))
+}
+
+/// Re-probes the site every hour or so (jittered) and keeps the last good shape.
+async fn refresh_shape(shared: Arc<Shared>, (addr, sni): (SocketAddr, String)) {
+    loop {
+        let jitter = rand::random::<u64>() % 600;
+        tokio::time::sleep(Duration::from_secs(3600 + jitter)).await;
+        let Some(tls) = &shared.tls else { return };
+        match tls_probe::probe(addr, &sni).await {
+            Ok(shape) => *tls.shape.write().expect("shape") = shape,
+            Err(e) => warn!("refreshing the reply shape of {sni}: {e}; keeping the previous one"),
+        }
+    }
+}
