@@ -14,12 +14,14 @@
 //!   own and [`relay`] moves bytes both ways until either side ends; or [`middle`] carries it
 //!   as RPC over a pooled, shared connection to a middle-end (config: [`config`], reloaded
 //!   by [`me_files`] on SIGHUP).
-//! - Every step counts in [`stats`]; `/stats` and `/metrics` ([`http_stats`]) render a
-//!   snapshot filled by [`stats_source`].
+//! - Every step counts in [`stats`], which also serves `/stats` and `/metrics`.
 //! - With `-M N`, [`master`] runs N [`workers`] that inherit the ports and serve as above.
 //!
 //! Around them: [`bufpool`] (pooled read buffers), [`links`] (the start-up links),
 //! [`logging`] (C-style log lines), [`process`] (fd limit, daemon, privileges).
+
+// The map links to private modules: read it with `cargo doc --document-private-items`.
+#![allow(rustdoc::private_intra_doc_links)]
 
 mod bufpool;
 pub mod cli;
@@ -27,7 +29,6 @@ pub mod config;
 mod dc;
 mod direct;
 mod faketls;
-mod http_stats;
 mod links;
 mod listener;
 mod logging;
@@ -42,7 +43,6 @@ mod session;
 mod shared;
 mod startup;
 mod stats;
-mod stats_source;
 mod tls_probe;
 mod workers;
 

@@ -8,7 +8,7 @@
 use crate::me_files::{self, MeFiles};
 use crate::middle::Middle;
 use crate::shared::Shared;
-use crate::stats_source::ConfigMeta;
+use crate::stats::ConfigMeta;
 use crate::{cli, listener, process};
 use std::process::ExitCode;
 use std::sync::atomic::Ordering::Relaxed;

@@ -5,9 +5,8 @@
 //! Starting, watching and asking the workers is `workers`; a worker's own loop is
 //! `main_loop`.
 
-use crate::stats::Stats;
-use crate::stats_source::{self, ConfigMeta};
-use crate::{cli, http_stats, process, workers};
+use crate::stats::{self, ConfigMeta, Stats};
+use crate::{cli, process, workers};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -19,7 +18,7 @@ pub async fn run(
     listeners: Vec<std::net::TcpListener>,
     stats_listener: Option<std::net::TcpListener>,
     meta: Arc<RwLock<ConfigMeta>>,
-    base_view: http_stats::StatsView,
+    base_view: stats::StatsView,
     secrets: usize,
 ) -> ExitCode {
     use nix::sys::signal::Signal;
@@ -50,16 +49,16 @@ pub async fn run(
     }
     if let Some(l) = stats_listener {
         let m = master.clone();
-        let view: http_stats::ViewFn = Arc::new(move || {
+        let view: stats::ViewFn = Arc::new(move || {
             let total = Stats::with_secrets(secrets);
             total.absorb(&m.summed.lock().expect("summed"));
             let mut v = base_view.clone();
-            stats_source::fill_view(&mut v, &total, &meta);
+            stats::fill_view(&mut v, &total, &meta);
             v
         });
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                tokio::spawn(http_stats::serve(l, view, false));
+                tokio::spawn(stats::serve(l, view, false));
             }
             Err(e) => error!("cannot register the stats listener: {e}"),
         }

@@ -6,8 +6,7 @@
 
 use crate::config;
 use crate::middle::Middle;
-use crate::stats::Stats;
-use crate::stats_source::ConfigMeta;
+use crate::stats::{ConfigMeta, Stats};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use tracing::{error, info, warn};

@@ -6,7 +6,7 @@
 //! failure means for the exit code.
 
 use super::Fatal;
-use crate::{cli, http_stats, listener, workers};
+use crate::{cli, listener, stats, workers};
 use std::net::TcpListener;
 use tracing::warn;
 
@@ -99,7 +99,7 @@ fn bind_stats_port(opts: &cli::Options) -> Result<Option<TcpListener>, Fatal> {
     };
     let mut last_err = None;
     for port in first..=last {
-        match listener::bind(http_stats::bind_addr(port), opts.backlog, opts.reuse_port) {
+        match listener::bind(stats::bind_addr(port), opts.backlog, opts.reuse_port) {
             Ok(l) => return Ok(Some(l)),
             Err(e) => last_err = Some(e),
         }

@@ -23,8 +23,8 @@ mod tls;
 use crate::cli::{self, version};
 use crate::me_files::MeFiles;
 use crate::shared::{AcceptRate, Shared, Upstream};
-use crate::stats_source::{self, ConfigMeta};
-use crate::{dc, http_stats, links, logging, main_loop, master, middle, process, stats};
+use crate::stats::ConfigMeta;
+use crate::{dc, links, logging, main_loop, master, middle, process, stats};
 use crate::{faketls, workers};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -286,8 +286,8 @@ fn base_view(
     opts: &cli::Options,
     pid: &mtproto_wire::rpc::ProcessId,
     ports: &bind::Ports,
-) -> http_stats::StatsView {
-    http_stats::StatsView {
+) -> stats::StatsView {
+    stats::StatsView {
         start_time: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -303,10 +303,8 @@ fn base_view(
         allow_skip_dh: opts.allow_skip_dh,
         proxy_tag_set: opts.proxy_tag.is_some(),
         listening_sockets: ports.clients.len() as u64 + u64::from(ports.stats.is_some()),
-        window_clamp: opts
-            .window_clamp
-            .unwrap_or(http_stats::DEFAULT_WINDOW_CLAMP),
-        ..http_stats::StatsView::default()
+        window_clamp: opts.window_clamp.unwrap_or(stats::DEFAULT_WINDOW_CLAMP),
+        ..stats::StatsView::default()
     }
 }
 
@@ -320,7 +318,7 @@ struct Plan {
     stats: Arc<stats::Stats>,
     pid: mtproto_wire::rpc::ProcessId,
     meta: Arc<RwLock<ConfigMeta>>,
-    base_view: http_stats::StatsView,
+    base_view: stats::StatsView,
 }
 
 /// Phase 7, inside the runtime: the worker's control socket, the shared state, the stats
@@ -340,8 +338,8 @@ async fn serve(opts: cli::Options, ports: bind::Ports, plan: Plan) -> ExitCode {
     if let Some(l) = ports.stats {
         match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
-                let view = stats_source::view_fn(base_view, shared.stats.clone(), meta.clone());
-                tokio::spawn(http_stats::serve(l, view, false));
+                let view = stats::view_fn(base_view, shared.stats.clone(), meta.clone());
+                tokio::spawn(stats::serve(l, view, false));
             }
             Err(e) => {
                 error!("cannot register the stats listener: {e}");

@@ -2,11 +2,11 @@
 //! they say about the config in force ([`ConfigMeta`], changed by a successful reload),
 //! over a base view of what never changes while the process runs.
 //!
-//! The view itself and its rendering are `http_stats`; this module only fills it.
+//! The view itself is `view`, its rendering `c_text` and `prometheus`; this module only fills it.
 
+use super::counters::Stats;
+use super::view::{SecretView, StatsView, ViewFn};
 use crate::config;
-use crate::http_stats::{SecretView, StatsView, ViewFn};
-use crate::stats::Stats;
 use std::sync::{Arc, RwLock};
 
 /// What `/stats` says about the config in force (changes on a successful reload).

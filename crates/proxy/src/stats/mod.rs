@@ -1,0 +1,28 @@
+//! Counting and showing: the process-wide counters ([`Stats`]) and the stats port, which
+//! serves C's `/stats` text page and a Prometheus `/metrics` page, both rendered from one
+//! plain snapshot ([`StatsView`]) by a tiny HTTP/1.x responder (spec backend-ops §5).
+//!
+//! - `counters`: the relaxed atomics every session bumps;
+//! - `view`: the snapshot, filled from the counters and /proc;
+//! - `source`: the snapshot of this process (counters plus the config in force);
+//! - `c_text`: C's `/stats` body, key by key (its module doc maps C's keys to ours);
+//! - `prometheus`: the same facts as `/metrics`;
+//! - `http_request`, `http`: C's HTTP parsing and answers, and the server loop.
+//!
+//! Binding the port is start-up's (`startup::bind`, at [`bind_addr`]); the `-M` master
+//! sums its workers' counters into a view of its own (`master`).
+
+mod c_text;
+mod counters;
+mod http;
+mod http_request;
+mod prometheus;
+mod source;
+#[cfg(test)]
+mod test_support;
+mod view;
+
+pub use counters::{SecretUse, Stats};
+pub use http::{bind_addr, serve};
+pub use source::{fill_view, view_fn, ConfigMeta};
+pub use view::{StatsView, ViewFn, DEFAULT_WINDOW_CLAMP};
