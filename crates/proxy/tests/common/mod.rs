@@ -70,13 +70,26 @@ pub fn free_port() -> u16 {
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_mtproto-proxy");
 
+/// The release build of the proxy beside this test's debug build (`scripts/test.sh` builds
+/// it before the tests), for the tests whose subject is speed rather than behaviour.
+pub fn release_bin() -> Option<std::path::PathBuf> {
+    let debug = std::path::Path::new(BIN);
+    let p = debug.parent()?.parent()?.join("release/mtproto-proxy");
+    p.is_file().then_some(p)
+}
+
 /// Starts the proxy with `args` plus `--address 127.0.0.1 -H <free port>`, and waits for
 /// its `main loop` line. Retries on a lost port race.
 pub fn start(args: &[&str]) -> Proxy {
+    start_bin(std::path::Path::new(BIN), args)
+}
+
+/// [`start`] with another build of the proxy.
+pub fn start_bin(bin: &std::path::Path, args: &[&str]) -> Proxy {
     for _ in 0..5 {
         let port = free_port();
         let port_s = port.to_string();
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin);
         cmd.args(args)
             .args(["--address", "127.0.0.1", "-H", &port_s])
             .stdin(Stdio::null())
