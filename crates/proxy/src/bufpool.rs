@@ -108,10 +108,9 @@ mod tests {
         assert!(b.is_empty(), "and it is empty");
         let mut big = b;
         big.reserve(3 * BUF_SIZE);
-        let big_ptr = big.as_ptr();
         give_out(big);
-        let c = take_out();
-        assert_ne!(c.as_ptr(), big_ptr, "an oversized buffer is not kept");
+        // Not by address: the allocator may hand the freed block to the next allocation.
+        OUT.with(|p| assert!(p.borrow().is_empty(), "an oversized buffer is not kept"));
     }
 
     #[test]
