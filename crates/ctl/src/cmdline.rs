@@ -4,73 +4,24 @@
 //! (whose middle-end addresses tell when a new process has its ME links up).
 //!
 //! The option syntax is C's: `-p8888` and `-p 8888`, `--port=8888` and `--port 8888`, `-v`
-//! without an argument, the config file as the one positional argument.
+//! without an argument, the config file as the one positional argument. Which options take
+//! a value comes from the proxy's own option table (`mtproxy::cli::find_long`/`find_short`).
 //!
 //! What it is not: a validator. The proxy itself rejects bad command lines; this only reads
 //! the few options the tools need and ignores the rest.
 
+use mtproxy::cli::{self, Arg};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-/// Short options that take an argument.
-const SHORT_ARG: &str = "CDHMPSTWbclpu";
-/// Long options that take an argument (ours and C's).
-const LONG_ARG: &[&str] = &[
-    "max-special-connections",
-    "domain",
-    "http-ports",
-    "slaves",
-    "proxy-tag",
-    "mtproto-secret",
-    "ping-interval",
-    "window-clamp",
-    "backlog",
-    "connections",
-    "log",
-    "port",
-    "user",
-    "aes-pwd",
-    "nice",
-    "msg-buffers-size",
-    "cpu-threads",
-    "io-threads",
-    "max-accept-rate",
-    "max-dh-accept-rate",
-    "tcp-cpu-threads",
-    "tcp-iothreads",
-    "nat-info",
-    "address",
-    "mtproto-secret-file",
-    "dc-override",
-    "handshake-timeout",
-    "idle-timeout",
-    "public-host",
-    "mask-host",
-    "drain-timeout",
-];
+/// Whether `--long` takes the next argument as its value (the proxy's own option table).
+fn long_takes_value(long: &str) -> bool {
+    cli::find_long(long).is_some_and(|o| o.arg == Arg::Required)
+}
 
-/// Long names of the short options, so both spellings land in one place.
-fn long_name(short: char) -> &'static str {
-    match short {
-        'C' => "max-special-connections",
-        'D' => "domain",
-        'H' => "http-ports",
-        'M' => "slaves",
-        'P' => "proxy-tag",
-        'S' => "mtproto-secret",
-        'T' => "ping-interval",
-        'W' => "window-clamp",
-        'b' => "backlog",
-        'c' => "connections",
-        'l' => "log",
-        'p' => "port",
-        'u' => "user",
-        'v' => "verbosity",
-        'd' => "daemonize",
-        '6' => "ipv6",
-        'h' => "help",
-        _ => "",
-    }
+/// The long name of a short option and whether it takes a value ("" for an unknown letter).
+fn short_option(short: char) -> (&'static str, bool) {
+    cli::find_short(short).map_or(("", false), |o| (o.long, o.arg == Arg::Required))
 }
 
 /// What the tools need from a proxy command line.
@@ -100,7 +51,7 @@ impl ProxyArgs {
             let (name, value): (String, Option<String>) = if let Some(long) = a.strip_prefix("--") {
                 match long.split_once('=') {
                     Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                    None if LONG_ARG.contains(&long) => {
+                    None if long_takes_value(long) => {
                         let v = args.get(i).cloned();
                         i += 1;
                         (long.to_string(), v)
@@ -110,16 +61,15 @@ impl ProxyArgs {
             } else if let Some(short) = a.strip_prefix('-').filter(|s| !s.is_empty()) {
                 let c = short.chars().next().unwrap_or('-');
                 let rest = &short[c.len_utf8()..];
-                if SHORT_ARG.contains(c) {
-                    if rest.is_empty() {
-                        let v = args.get(i).cloned();
-                        i += 1;
-                        (long_name(c).to_string(), v)
-                    } else {
-                        (long_name(c).to_string(), Some(rest.to_string()))
-                    }
+                let (long, takes_value) = short_option(c);
+                if !takes_value {
+                    (long.to_string(), None)
+                } else if rest.is_empty() {
+                    let v = args.get(i).cloned();
+                    i += 1;
+                    (long.to_string(), v)
                 } else {
-                    (long_name(c).to_string(), None)
+                    (long.to_string(), Some(rest.to_string()))
                 }
             } else {
                 out.config = Some(PathBuf::from(a));
