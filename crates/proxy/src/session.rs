@@ -370,10 +370,11 @@ async fn tls_handshake(
     {
         let shape = tls_conf.shape();
         let size = shape.pick_size(rand::random());
-        let mut key_share = [0u8; 32];
+        let mut scalar = [0u8; 32];
         let mut app_data = vec![0u8; size];
-        rand::thread_rng().fill_bytes(&mut key_share);
+        rand::thread_rng().fill_bytes(&mut scalar);
         rand::thread_rng().fill_bytes(&mut app_data);
+        let key_share = tls::x25519_public_key(&scalar);
         let reply = tls::build_server_hello(
             &shared.secrets[secret_index],
             &client_random,

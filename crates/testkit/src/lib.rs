@@ -3,6 +3,7 @@
 //! - [`fake_dc`]: a fake Telegram DC, as the proxy dials it in direct mode.
 //! - [`fake_me`]: a fake Telegram middle-end (RPC side of middle-proxy mode).
 //! - [`client`]: the reference obfuscated2 client for every transport and secret kind.
+//! - [`curve25519`]: the checks a passive observer makes on an X25519 key share.
 //! - [`mtproto`]: the few unencrypted MTProto messages tests exchange (`req_pq_multi`, `resPQ`).
 //!
 //! Everything is tokio-based and records what it sees so tests can await facts instead of
@@ -10,6 +11,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod curve25519;
 pub mod fake_dc;
 pub mod fake_me;
 mod framing;

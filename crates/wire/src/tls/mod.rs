@@ -7,6 +7,7 @@
 //! - [`replay`]: the bounded cache of client randoms behind the replay check.
 //! - [`server_hello`]: the proxy's reply (ServerHello + ChangeCipherSpec + one fake
 //!   application-data record) and the choice of its size.
+//! - [`key_share`]: the ServerHello's X25519 key share, a real public key.
 //! - [`record`]: the record layer after the handshake, both directions.
 //! - [`client`]: the client's side (building hellos like TDLib's, checking the reply), for
 //!   tests and test clients.
@@ -17,6 +18,7 @@
 
 pub mod client;
 pub mod hello;
+pub mod key_share;
 pub mod record;
 pub mod replay;
 pub mod server_hello;
@@ -26,6 +28,7 @@ pub use hello::{
     check_client_hello, detect, hello_hmac, is_allowed_timestamp, sni_of, Detect, ForwardTarget,
     HelloVerdict, RejectReason, Sni, SniPolicy, DETECT_BYTES,
 };
+pub use key_share::x25519_public_key;
 pub use record::{
     records_len, write_records, RecordError, RecordReader, C_RECORD_PAYLOAD, MAX_RECORD_PAYLOAD,
 };

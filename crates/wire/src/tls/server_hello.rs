@@ -7,9 +7,10 @@
 //! `HMAC-SHA256(secret, client_random ‖ reply with bytes 11..43 zeroed)`. TDLib reads
 //! exactly these three records and checks that HMAC.
 //!
-//! Not here: the key share and the fake bytes (random, from the caller), probing the real
-//! site (the caller opens the connections; [`ReplyShape::from_probe`] turns what it saw into
-//! a shape), and the record layer that follows ([`super::record`]).
+//! Not here: the key share (the caller's, see [`super::key_share`]), the fake bytes
+//! (random, from the caller), probing the real site (the caller opens the connections;
+//! [`ReplyShape::from_probe`] turns what it saw into a shape), and the record layer that
+//! follows ([`super::record`]).
 
 use super::{hmac_sha256, CHANGE_CIPHER_SPEC, RANDOM_OFFSET};
 
