@@ -16,13 +16,18 @@
 //! and stop and restart it on the same ports ([`FakeMe::stop`], [`FakeMe::restart`], or a
 //! new [`FakeMe::start`] with fixed ports: the listeners use SO_REUSEADDR).
 //!
+//! With [`FakeMeConfig::commands`] on, it also obeys [`Command`] packets from clients (and
+//! [`FakeMe::command_on`] from the test): big answers, floods of answers, acks, padding or
+//! pings, a connection that stops reading. Floods are paced by what the proxy reads (at most
+//! a few MiB wait in the fake ME), so an attack of gigabytes costs the test no memory.
+//!
 //! What it is not: an ME. It knows no DCs, answers from its own responder, never does DH
 //! (schema 3 nonces are refused) and only listens on loopback.
 
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,9 +50,10 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 
+pub use crate::me_command::Command;
 use crate::mtproto;
 
 /// How the fake ME answers RPC_PROXY_REQ.
@@ -91,6 +97,8 @@ pub struct FakeMeConfig {
     pub clock_offset: i32,
     /// Close connections that have not finished the handshake after this long.
     pub handshake_timeout: Duration,
+    /// Obey [`Command`] packets from clients instead of answering them. Default off.
+    pub commands: bool,
 }
 
 impl FakeMeConfig {
@@ -109,6 +117,7 @@ impl FakeMeConfig {
             check_peer_pid: true,
             clock_offset: 0,
             handshake_timeout: Duration::from_secs(10),
+            commands: false,
         }
     }
 
@@ -140,6 +149,11 @@ impl FakeMeConfig {
 
     pub fn ping_interval(mut self, d: Duration) -> Self {
         self.ping_interval = Some(d);
+        self
+    }
+
+    pub fn commands(mut self, on: bool) -> Self {
+        self.commands = on;
         self
     }
 }
@@ -180,7 +194,7 @@ pub enum MeEvent {
     ProxyAnsSent { conn: u64, conn_id: i64, len: usize },
     /// We sent RPC_CLOSE_EXT (responder or [`FakeMe::close_session`]).
     CloseExtSent { conn: u64, conn_id: i64 },
-    /// The proxy sent RPC_CLOSE_CONN.
+    /// The proxy sent RPC_CLOSE_CONN (logged once per session and connection).
     CloseConn { conn: u64, conn_id: i64 },
     /// We sent RPC_PING.
     PingSent { conn: u64, id: i64 },
@@ -192,6 +206,14 @@ pub enum MeEvent {
     UnknownOp { conn: u64, op: u32, len: usize },
     /// A protocol error (bad nonce, handshake, frame, request); the connection is closed.
     Error { conn: u64, reason: String },
+    /// A [`Command`] arrived (from session `conn_id`, 0 from [`FakeMe::command_on`]).
+    Command {
+        conn: u64,
+        conn_id: i64,
+        cmd: Command,
+    },
+    /// Everything the command asked for is handed to the connection's writer.
+    CommandDone { conn: u64, cmd: Command },
     /// The connection is gone, whichever side closed it.
     Disconnected { conn: u64 },
 }
@@ -212,6 +234,8 @@ impl MeEvent {
             | MeEvent::Pong { conn, .. }
             | MeEvent::UnknownOp { conn, .. }
             | MeEvent::Error { conn, .. }
+            | MeEvent::Command { conn, .. }
+            | MeEvent::CommandDone { conn, .. }
             | MeEvent::Disconnected { conn } => *conn,
         }
     }
@@ -245,6 +269,7 @@ impl std::error::Error for WaitTimeout {}
 /// A command for one connection's task.
 enum Cmd {
     CloseExt(i64),
+    Do(Command),
 }
 
 struct ConnCtl {
@@ -497,6 +522,15 @@ impl FakeMe {
             .is_some_and(|c| c.cmd.send(Cmd::CloseExt(conn_id)).is_ok())
     }
 
+    /// Makes ME connection `conn` obey `cmd` as if a client on it had sent it (session 0).
+    /// `false` if that connection is gone.
+    pub fn command_on(&self, conn: u64, cmd: Command) -> bool {
+        let conns = self.shared.conns.lock().expect("conns lock");
+        conns
+            .get(&conn)
+            .is_some_and(|c| c.cmd.send(Cmd::Do(cmd)).is_ok())
+    }
+
     /// Stops listening and closes every connection; returns once all are gone and the ports
     /// are free. The event log and the addresses stay for [`FakeMe::restart`].
     pub async fn stop(&mut self) {
@@ -677,6 +711,72 @@ impl RpcOut {
         }
         out
     }
+
+    /// `bytes` (rounded up to whole blocks) of padding words, encrypted.
+    fn padding(&mut self, bytes: usize) -> Vec<u8> {
+        let mut out = PAD_WORD.repeat(bytes.div_ceil(16) * 4);
+        if let Some(c) = &mut self.cbc {
+            c.encrypt(&mut out);
+        }
+        out
+    }
+}
+
+/// What a connection's writer sends.
+enum Outgoing {
+    Frames(Vec<Vec<u8>>),
+    /// This many bytes of padding words.
+    Padding(usize),
+}
+
+/// Bytes a flood lets wait for the writer before it waits for the proxy to read.
+const PACE: usize = 4 << 20;
+
+/// A connection's output: the writer's queue and how many bytes wait in it.
+#[derive(Clone)]
+struct Out {
+    tx: mpsc::UnboundedSender<(Outgoing, usize)>,
+    queued: Arc<AtomicUsize>,
+    /// Notified after each write, and when the writer ends.
+    written: Arc<Notify>,
+}
+
+impl Out {
+    /// Queues frames at once; false once the writer is gone.
+    fn send(&self, frames: Vec<Vec<u8>>) -> bool {
+        let n = frames.iter().map(|f| f.len() + 16).sum();
+        self.push(Outgoing::Frames(frames), n)
+    }
+
+    fn push(&self, o: Outgoing, n: usize) -> bool {
+        self.queued.fetch_add(n, Ordering::SeqCst);
+        if self.tx.send((o, n)).is_err() {
+            self.queued.fetch_sub(n, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Queues `o` (about `n` bytes) once fewer than [`PACE`] bytes wait.
+    async fn paced(&self, o: Outgoing, n: usize) -> bool {
+        loop {
+            let written = self.written.notified();
+            tokio::pin!(written);
+            written.as_mut().enable();
+            if self.tx.is_closed() {
+                return false;
+            }
+            if self.queued.load(Ordering::SeqCst) < PACE {
+                return self.push(o, n);
+            }
+            written.await;
+        }
+    }
+
+    async fn paced_frames(&self, frames: Vec<Vec<u8>>) -> bool {
+        let n = frames.iter().map(|f| f.len() + 16).sum();
+        self.paced(Outgoing::Frames(frames), n).await
+    }
 }
 
 async fn serve(
@@ -779,24 +879,38 @@ async fn serve_inner(
     shared.emit(MeEvent::Ready { conn, crc32c });
 
     let (rd, wr) = stream.into_split();
-    let (out_tx, out_rx) = mpsc::unbounded_channel::<Vec<Vec<u8>>>();
+    let (tx, out_rx) = mpsc::unbounded_channel();
+    let out = Out {
+        tx,
+        queued: Arc::new(AtomicUsize::new(0)),
+        written: Arc::new(Notify::new()),
+    };
     let mut tasks = JoinSet::new();
-    tasks.spawn(writer(wr, output, out_rx));
-    serve_rpc(rd, input, conn, config, shared, cmds, out_tx, &mut tasks).await
+    tasks.spawn(writer(wr, output, out_rx, out.clone()));
+    serve_rpc(rd, input, conn, config, shared, cmds, out, &mut tasks).await
 }
 
 /// Writes each batch of payloads as one encrypted flush.
 async fn writer(
     mut wr: OwnedWriteHalf,
     mut output: RpcOut,
-    mut rx: mpsc::UnboundedReceiver<Vec<Vec<u8>>>,
+    mut rx: mpsc::UnboundedReceiver<(Outgoing, usize)>,
+    out: Out,
 ) {
-    while let Some(batch) = rx.recv().await {
-        let bytes = output.flush(&batch);
-        if wr.write_all(&bytes).await.is_err() {
-            return;
+    while let Some((o, n)) = rx.recv().await {
+        let bytes = match o {
+            Outgoing::Frames(batch) => output.flush(&batch),
+            Outgoing::Padding(len) => output.padding(len),
+        };
+        let ok = wr.write_all(&bytes).await.is_ok();
+        out.queued.fetch_sub(n, Ordering::SeqCst);
+        out.written.notify_waiters();
+        if !ok {
+            break;
         }
     }
+    rx.close();
+    out.written.notify_waiters();
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -807,10 +921,21 @@ async fn serve_rpc(
     config: &FakeMeConfig,
     shared: &Arc<Shared>,
     mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    out: mpsc::UnboundedSender<Vec<Vec<u8>>>,
+    out: Out,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), String> {
     let mut buf = vec![0u8; 64 * 1024];
+    // Cleared by [`Command::StopReading`].
+    let reading = AtomicBool::new(true);
+    let closes = Mutex::new(std::collections::HashSet::new());
+    let ctx = Ctx {
+        conn,
+        config,
+        shared,
+        out: &out,
+        reading: &reading,
+        closes: &closes,
+    };
     let mut pings = config.ping_interval.map(|d| {
         let d = d.max(Duration::from_millis(1));
         tokio::time::interval_at(tokio::time::Instant::now() + d, d)
@@ -819,10 +944,11 @@ async fn serve_rpc(
     loop {
         // Everything already buffered first (frames that arrived with the handshake).
         while let Some(payload) = input.next_frame().map_err(|e| e.to_string())? {
-            handle(&payload, conn, config, shared, &out, tasks)?;
+            handle(&payload, &ctx, tasks)?;
         }
+        let read = reading.load(Ordering::SeqCst);
         tokio::select! {
-            r = rd.read(&mut buf) => match r {
+            r = rd.read(&mut buf), if read => match r {
                 Ok(0) => return Ok(()),
                 Ok(n) => input.push(&buf[..n]),
                 Err(e) => return Err(format!("read: {e}")),
@@ -834,6 +960,10 @@ async fn serve_rpc(
                     build_close_ext(&mut p, conn_id);
                     let _ = out.send(vec![p]);
                     shared.emit(MeEvent::CloseExtSent { conn, conn_id });
+                }
+                Cmd::Do(cmd) => {
+                    shared.emit(MeEvent::Command { conn, conn_id: 0, cmd });
+                    run_command(cmd, 0, &ctx, tasks);
                 }
             },
             _ = async { pings.as_mut().expect("guarded").tick().await }, if pings.is_some() => {
@@ -849,17 +979,101 @@ async fn serve_rpc(
     }
 }
 
-/// One payload from the proxy.
-fn handle(
-    payload: &[u8],
+/// What handling one payload needs to know about its connection.
+struct Ctx<'a> {
     conn: u64,
-    config: &FakeMeConfig,
-    shared: &Arc<Shared>,
-    out: &mpsc::UnboundedSender<Vec<Vec<u8>>>,
-    tasks: &mut JoinSet<()>,
-) -> Result<(), String> {
+    config: &'a FakeMeConfig,
+    shared: &'a Arc<Shared>,
+    out: &'a Out,
+    reading: &'a AtomicBool,
+    /// Sessions this connection has logged an RPC_CLOSE_CONN for: a flood of answers to a
+    /// closed session brings one close per answer, logged once.
+    closes: &'a Mutex<std::collections::HashSet<i64>>,
+}
+
+/// Payloads per batch handed to the writer by a flood.
+const FLOOD_BATCH: usize = 4096;
+
+/// Hands `count` payloads that `build` makes to the writer, in batches of `batch`, paced;
+/// then logs that `cmd` is done.
+async fn flood(
+    out: Out,
+    shared: Arc<Shared>,
+    (conn, cmd): (u64, Command),
+    count: u32,
+    batch: usize,
+    build: impl Fn(&mut Vec<u8>),
+) {
+    let mut left = count as usize;
+    while left > 0 {
+        let n = left.min(batch);
+        let frames = (0..n)
+            .map(|_| {
+                let mut p = Vec::new();
+                build(&mut p);
+                p
+            })
+            .collect();
+        if !out.paced_frames(frames).await {
+            return;
+        }
+        left -= n;
+    }
+    shared.emit(MeEvent::CommandDone { conn, cmd });
+}
+
+/// Does what `cmd` asks, for session `conn_id`; floods run as tasks of the connection.
+fn run_command(cmd: Command, conn_id: i64, ctx: &Ctx<'_>, tasks: &mut JoinSet<()>) {
+    let (out, shared) = (ctx.out.clone(), ctx.shared.clone());
+    let tag = (ctx.conn, cmd);
+    let flags = ctx.config.ans_flags;
+    match cmd {
+        Command::Answers { len, count } => {
+            let data = vec![0x5a; len as usize / 4 * 4];
+            // Large answers go one per batch.
+            let batch = if len >= 64 * 1024 { 1 } else { FLOOD_BATCH };
+            let build = move |p: &mut Vec<u8>| build_proxy_ans(p, flags, conn_id, &data);
+            tasks.spawn(flood(out, shared, tag, count, batch, build));
+        }
+        Command::Acks { count } => {
+            let build = move |p: &mut Vec<u8>| build_simple_ack(p, conn_id, 0x8000_0001);
+            tasks.spawn(flood(out, shared, tag, count, FLOOD_BATCH, build));
+        }
+        Command::Pings { count } => {
+            let build = |p: &mut Vec<u8>| build_ping(p, rand::random::<i64>() & i64::MAX);
+            tasks.spawn(flood(out, shared, tag, count, FLOOD_BATCH, build));
+        }
+        Command::Stray { len } => {
+            let stray = rand::random::<i64>() | 1 << 62;
+            let data = vec![0x5a; len as usize / 4 * 4];
+            let build = move |p: &mut Vec<u8>| build_proxy_ans(p, flags, stray, &data);
+            tasks.spawn(flood(out, shared, tag, 1, 1, build));
+        }
+        Command::Padding { bytes } => {
+            tasks.spawn(async move {
+                let mut left = bytes as usize;
+                while left > 0 {
+                    let n = left.min(1 << 20);
+                    if !out.paced(Outgoing::Padding(n), n).await {
+                        return;
+                    }
+                    left -= n;
+                }
+                shared.emit(MeEvent::CommandDone { conn: tag.0, cmd });
+            });
+        }
+        Command::StopReading => {
+            ctx.reading.store(false, Ordering::SeqCst);
+            shared.emit(MeEvent::CommandDone { conn: tag.0, cmd });
+        }
+    }
+}
+
+/// One payload from the proxy.
+fn handle(payload: &[u8], ctx: &Ctx<'_>, tasks: &mut JoinSet<()>) -> Result<(), String> {
+    let (conn, shared, out) = (ctx.conn, ctx.shared, ctx.out);
     match parse_proxy_op(payload) {
-        ProxyOp::ProxyReq(req) => on_proxy_req(payload, &req, conn, config, shared, out, tasks),
+        ProxyOp::ProxyReq(req) => on_proxy_req(payload, &req, ctx, tasks),
         ProxyOp::BadProxyReq(e) => return Err(format!("bad RPC_PROXY_REQ: {e}")),
         ProxyOp::CloseConn { conn_id } => {
             shared
@@ -867,7 +1081,9 @@ fn handle(
                 .lock()
                 .expect("sessions lock")
                 .remove(&conn_id);
-            shared.emit(MeEvent::CloseConn { conn, conn_id });
+            if ctx.closes.lock().expect("closes lock").insert(conn_id) {
+                shared.emit(MeEvent::CloseConn { conn, conn_id });
+            }
         }
         ProxyOp::Ping { id } => {
             let mut p = Vec::new();
@@ -886,15 +1102,8 @@ fn handle(
     Ok(())
 }
 
-fn on_proxy_req(
-    payload: &[u8],
-    req: &ProxyReq,
-    conn: u64,
-    config: &FakeMeConfig,
-    shared: &Arc<Shared>,
-    out: &mpsc::UnboundedSender<Vec<Vec<u8>>>,
-    tasks: &mut JoinSet<()>,
-) {
+fn on_proxy_req(payload: &[u8], req: &ProxyReq, ctx: &Ctx<'_>, tasks: &mut JoinSet<()>) {
+    let (conn, config, shared, out) = (ctx.conn, ctx.config, ctx.shared, ctx.out);
     let packet = &payload[req.packet.clone()];
     let conn_id = req.conn_id;
     shared
@@ -914,6 +1123,11 @@ fn on_proxy_req(
         unencrypted: req.unencrypted(),
         quick_ack: req.quick_ack(),
     });
+    if let Some(cmd) = Command::decode(packet).filter(|_| config.commands) {
+        shared.emit(MeEvent::Command { conn, conn_id, cmd });
+        run_command(cmd, conn_id, ctx, tasks);
+        return;
+    }
     if config.simple_ack && req.quick_ack() {
         let confirm = simple_ack_confirm(packet);
         let mut p = Vec::new();
@@ -957,7 +1171,7 @@ fn on_proxy_req(
                     .expect("sessions lock")
                     .remove(&conn_id);
             }
-            if out.send(vec![answer]).is_ok() {
+            if out.send(vec![answer]) {
                 shared.emit(event);
             }
         }

@@ -1,7 +1,8 @@
 //! Test kit for mtproxy: the other ends of a proxy's connections, on loopback only.
 //!
 //! - [`fake_dc`]: a fake Telegram DC, as the proxy dials it in direct mode.
-//! - [`fake_me`]: a fake Telegram middle-end (RPC side of middle-proxy mode).
+//! - [`fake_me`]: a fake Telegram middle-end (RPC side of middle-proxy mode), which
+//!   misbehaves on [`me_command`]s.
 //! - [`client`]: the reference obfuscated2 client for every transport and secret kind.
 //! - [`curve25519`]: the checks a passive observer makes on an X25519 key share.
 //! - [`mtproto`]: the few unencrypted MTProto messages tests exchange (`req_pq_multi`, `resPQ`).
@@ -15,6 +16,7 @@ pub mod curve25519;
 pub mod fake_dc;
 pub mod fake_me;
 mod framing;
+pub mod me_command;
 pub mod mtproto;
 pub mod tls_client;
 pub mod tls_site;
