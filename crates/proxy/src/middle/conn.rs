@@ -11,8 +11,8 @@
 //!
 //! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).
 
+use super::inbox::{Answer, CloseCause, Inbox, Refused, ToClient, MAX_QUEUED};
 use super::writer::{Member, OutQueue};
-use crate::bufpool;
 use crate::stats::Stats;
 use mtproto_wire::rpc::{
     self, derive_keys, frame::pad_to_block, handshake, nonce, ops, AesCbcDecryptor, CrcKind,
@@ -23,193 +23,13 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
 use tracing::{debug, trace};
-
-/// What an ME connection sends to a client session.
-#[derive(Debug)]
-pub enum ToClient {
-    /// One packet for the client (RPC_PROXY_ANS data).
-    Data(Answer),
-    /// A quick-ack token (RPC_SIMPLE_ACK).
-    QuickAck(u32),
-    /// Close the client: the ME closed the session (RPC_CLOSE_EXT, no CLOSE_CONN back),
-    /// the ME connection died, or the client fell too far behind.
-    Close(CloseCause),
-}
-
-/// One answer's bytes with room in front for the client's transport prefix, so a large
-/// answer can be framed and encrypted where it is (no copy into the session's output).
-#[derive(Debug)]
-pub struct Answer {
-    buf: Vec<u8>,
-}
-
-impl Answer {
-    /// Room kept in front of the payload: the longest transport prefix (4 bytes).
-    pub const HEADROOM: usize = 4;
-
-    /// Copies `payload` in, into a pooled buffer when it is large.
-    pub fn new(payload: &[u8]) -> Answer {
-        let mut buf = bufpool::for_message(Self::HEADROOM + payload.len());
-        buf.extend_from_slice(&[0; Self::HEADROOM]);
-        buf.extend_from_slice(payload);
-        Answer { buf }
-    }
-
-    pub fn payload(&self) -> &[u8] {
-        &self.buf[Self::HEADROOM..]
-    }
-
-    /// The buffer, payload at [`Answer::HEADROOM`].
-    pub fn into_buf(self) -> Vec<u8> {
-        self.buf
-    }
-}
-
-/// Why an ME connection closed a session.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CloseCause {
-    /// RPC_CLOSE_EXT from the ME.
-    ClosedByMe,
-    /// The ME connection is gone.
-    MeLost,
-    /// More than [`MAX_QUEUED`] bytes waited for a client that does not read.
-    Flood,
-    /// All clients together had more than the process budget (`--msg-buffers-size`)
-    /// waiting; this client's answer would have gone over it.
-    Budget,
-}
-
-/// Bytes that may wait for one client before it is closed (C: 32 MiB per connection,
-/// `connections_failed_flood`).
-pub const MAX_QUEUED: usize = 32 << 20;
-
-/// A client session's queue of what its ME connection sends it, with the session's waker.
-///
-/// Not a tokio channel: an unbounded mpsc costs about 1.6 KiB per session (its shared state
-/// is cache-padded and the first block of 32 slots is allocated up front), which was a
-/// third of an idle ME-mode session's memory. This is a mutex-protected deque that holds
-/// no allocation while empty and unused.
-#[derive(Debug, Default)]
-pub struct Inbox {
-    state: Mutex<InboxState>,
-}
-
-#[derive(Debug, Default)]
-struct InboxState {
-    queue: std::collections::VecDeque<ToClient>,
-    waker: Option<std::task::Waker>,
-    closed: bool,
-    /// The session is to be dropped at once, without writing what is queued (C's
-    /// fail_connection for a client over its or the process's buffer budget).
-    shed: Option<CloseCause>,
-}
-
-impl Inbox {
-    /// Queues a message and wakes the session; gives it back when the session has ended.
-    pub fn send(&self, msg: ToClient) -> Result<(), ToClient> {
-        let waker = {
-            let mut st = self.state.lock().expect("inbox");
-            if st.closed {
-                return Err(msg);
-            }
-            st.queue.push_back(msg);
-            st.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
-    }
-
-    /// Tells the session to end at once for `cause`: what is queued is dropped and the
-    /// session sees the close even while it waits on a client that does not read (see
-    /// [`Inbox::shed_signal`]).
-    pub fn shed(&self, cause: CloseCause) {
-        let waker = {
-            let mut st = self.state.lock().expect("inbox");
-            if st.closed {
-                return;
-            }
-            st.shed = Some(cause);
-            st.queue = std::collections::VecDeque::new();
-            st.waker.take()
-        };
-        if let Some(w) = waker {
-            w.wake();
-        }
-    }
-
-    /// Resolves when [`Inbox::shed`] was called. Shares the one waker slot with
-    /// [`Inbox::recv`]: the session polls one or the other, never both at once.
-    pub async fn shed_signal(&self) -> CloseCause {
-        std::future::poll_fn(|cx| {
-            let mut st = self.state.lock().expect("inbox");
-            match st.shed {
-                Some(c) => std::task::Poll::Ready(c),
-                None => {
-                    st.waker = Some(cx.waker().clone());
-                    std::task::Poll::Pending
-                }
-            }
-        })
-        .await
-    }
-
-    /// The next message, waiting for one.
-    pub async fn recv(&self) -> ToClient {
-        std::future::poll_fn(|cx| {
-            let mut st = self.state.lock().expect("inbox");
-            if let Some(c) = st.shed {
-                return std::task::Poll::Ready(ToClient::Close(c));
-            }
-            match st.queue.pop_front() {
-                Some(m) => std::task::Poll::Ready(m),
-                None => {
-                    st.waker = Some(cx.waker().clone());
-                    std::task::Poll::Pending
-                }
-            }
-        })
-        .await
-    }
-
-    /// The next message if one is queued. When the queue is empty its room is freed
-    /// unless it is small, so a session that had a burst does not keep it.
-    pub fn try_recv(&self) -> Option<ToClient> {
-        let mut st = self.state.lock().expect("inbox");
-        if let Some(c) = st.shed {
-            return Some(ToClient::Close(c));
-        }
-        let m = st.queue.pop_front();
-        if m.is_none() && st.queue.capacity() > 8 {
-            st.queue = std::collections::VecDeque::new();
-        }
-        m
-    }
-
-    /// The session has ended: later sends fail and whatever is queued is dropped.
-    pub fn close(&self) {
-        let mut st = self.state.lock().expect("inbox");
-        st.closed = true;
-        st.queue = std::collections::VecDeque::new();
-        st.waker = None;
-    }
-}
-
-/// The ME side's handle on one client session.
-#[derive(Debug)]
-pub struct SessionLink {
-    pub tx: Arc<Inbox>,
-    /// Bytes queued in `tx` and not yet written to the client; the session subtracts.
-    pub queued: Arc<AtomicUsize>,
-}
 
 /// Who we are and what we hash, for every ME connection of the process.
 #[derive(Clone, Debug)]
@@ -225,8 +45,6 @@ pub struct Ident {
     /// The writer tasks (they also send our own RPC_PING each `--ping-interval`: C never
     /// pings; telemt does, and MEs accept it).
     pub writers: Arc<super::writer::Writers>,
-    /// Bytes that may wait for clients in the whole process (`--msg-buffers-size`).
-    pub queue_budget: u64,
 }
 
 impl Ident {
@@ -255,10 +73,10 @@ pub struct MeConn {
     pub id: u64,
     pub target: SocketAddr,
     out: Arc<OutQueue>,
-    sessions: Mutex<HashMap<i64, SessionLink>>,
+    /// The inboxes of the sessions bound to this connection, by `conn_id`.
+    sessions: Mutex<HashMap<i64, Arc<Inbox>>>,
     /// Shared with the connection's writer.
     alive: Arc<AtomicBool>,
-    queue_budget: u64,
 }
 
 impl MeConn {
@@ -266,12 +84,12 @@ impl MeConn {
         self.alive.load(Relaxed)
     }
 
-    /// Routes the ME's answers for `conn_id` to `link`.
-    pub fn register(&self, conn_id: i64, link: SessionLink) {
+    /// Routes the ME's answers for `conn_id` to `inbox`.
+    pub fn register(&self, conn_id: i64, inbox: Arc<Inbox>) {
         self.sessions
             .lock()
             .expect("sessions")
-            .insert(conn_id, link);
+            .insert(conn_id, inbox);
     }
 
     /// Forgets `conn_id`; true if it was registered.
@@ -302,8 +120,8 @@ impl MeConn {
     fn mark_dead(&self, cause: CloseCause) {
         self.alive.store(false, Relaxed);
         let sessions = std::mem::take(&mut *self.sessions.lock().expect("sessions"));
-        for (_, link) in sessions {
-            let _ = link.tx.send(ToClient::Close(cause));
+        for (_, inbox) in sessions {
+            let _ = inbox.send(ToClient::Close(cause));
         }
     }
 }
@@ -535,9 +353,7 @@ pub async fn establish(
     );
 
     let out = OutQueue::new(encoder);
-    let queue_budget = ident.queue_budget;
     let conn = Arc::new(MeConn {
-        queue_budget,
         id,
         target,
         out: out.clone(),
@@ -602,58 +418,78 @@ async fn read_loop(
     }
 }
 
-fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
-    let to_session = |conn_id: i64, msg: ToClient, size: usize| -> bool {
-        let mut sessions = conn.sessions.lock().expect("sessions");
-        let Some(link) = sessions.get(&conn_id) else {
-            return false;
-        };
-        let queued = link.queued.fetch_add(size, Relaxed) + size;
-        let total = stats.me_queued_bytes.fetch_add(size as u64, Relaxed) + size as u64;
-        let cause = if queued > MAX_QUEUED {
-            Some((CloseCause::Flood, &stats.failed_flood))
-        } else if total > conn.queue_budget {
-            Some((CloseCause::Budget, &stats.failed_lru))
-        } else {
-            None
-        };
-        if let Some((cause, counter)) = cause {
-            link.queued.fetch_sub(size, Relaxed);
-            stats.me_queued_bytes.fetch_sub(size as u64, Relaxed);
-            let link = sessions.remove(&conn_id).expect("present");
-            link.tx.shed(cause);
-            Stats::inc(counter);
-            return true;
-        }
-        if link.tx.send(msg).is_err() {
-            sessions.remove(&conn_id);
-            return false;
-        }
-        true
+/// What became of a message for a session.
+enum Delivery {
+    Queued,
+    /// The session is being shed: dropped (the session sends its own RPC_CLOSE_CONN).
+    Shed,
+    /// No such session (any more): dropped, the ME is to be told.
+    Unknown,
+}
+
+/// Queues the message `make` builds (only once the session is known: no copy of an answer
+/// nobody waits for) in session `conn_id`'s inbox, then applies the caps: the session's own
+/// ([`MAX_QUEUED`]) and the process budget.
+fn to_session(
+    conn: &MeConn,
+    conn_id: i64,
+    make: impl FnOnce() -> ToClient,
+    stats: &Stats,
+) -> Delivery {
+    let Some(inbox) = conn
+        .sessions
+        .lock()
+        .expect("sessions")
+        .get(&conn_id)
+        .cloned()
+    else {
+        return Delivery::Unknown;
     };
+    match inbox.send(make()) {
+        Ok(charged) if charged > MAX_QUEUED => {
+            if inbox.shed(CloseCause::Flood) {
+                Stats::inc(&stats.failed_flood);
+            }
+        }
+        Ok(_) => {
+            inbox.budget().enforce();
+        }
+        Err((Refused::Shed, _)) => return Delivery::Shed,
+        Err((Refused::Closed, _)) => {
+            conn.sessions.lock().expect("sessions").remove(&conn_id);
+            return Delivery::Unknown;
+        }
+    }
+    Delivery::Queued
+}
+
+fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
     match ops::parse_me_op(payload) {
         MeOp::ProxyAns { conn_id, data, .. } => {
             // Given back to the pool by the session once written to its client.
-            let bytes = Answer::new(&payload[data]);
-            let n = bytes.payload().len();
-            if to_session(conn_id, ToClient::Data(bytes), n) {
-                Stats::inc(&stats.forwarded_responses);
-            } else {
-                Stats::inc(&stats.dropped_responses);
-                conn.close_session(conn_id);
+            let make = || ToClient::Data(Answer::new(&payload[data]));
+            match to_session(conn, conn_id, make, stats) {
+                Delivery::Queued => Stats::inc(&stats.forwarded_responses),
+                Delivery::Shed => Stats::inc(&stats.dropped_responses),
+                Delivery::Unknown => {
+                    Stats::inc(&stats.dropped_responses);
+                    conn.close_session(conn_id);
+                }
             }
         }
         MeOp::SimpleAck { conn_id, confirm } => {
-            if to_session(conn_id, ToClient::QuickAck(confirm), 4) {
-                Stats::inc(&stats.forwarded_simple_acks);
-            } else {
-                Stats::inc(&stats.dropped_simple_acks);
-                conn.close_session(conn_id);
+            match to_session(conn, conn_id, || ToClient::QuickAck(confirm), stats) {
+                Delivery::Queued => Stats::inc(&stats.forwarded_simple_acks),
+                Delivery::Shed => Stats::inc(&stats.dropped_simple_acks),
+                Delivery::Unknown => {
+                    Stats::inc(&stats.dropped_simple_acks);
+                    conn.close_session(conn_id);
+                }
             }
         }
         MeOp::CloseExt { conn_id } => {
-            if let Some(link) = conn.sessions.lock().expect("sessions").remove(&conn_id) {
-                let _ = link.tx.send(ToClient::Close(CloseCause::ClosedByMe));
+            if let Some(inbox) = conn.sessions.lock().expect("sessions").remove(&conn_id) {
+                let _ = inbox.send(ToClient::Close(CloseCause::ClosedByMe));
             }
         }
         MeOp::Ping { id } => {
@@ -664,45 +500,5 @@ fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
             trace!("ME conn {}: ignoring op {op:08x} of {len} bytes", conn.id)
         }
         MeOp::Unknown(op) => debug!("unknown RPC operation {op:08x}, ignoring"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn inbox_delivers_in_order_wakes_the_receiver_and_refuses_after_close() {
-        let inbox = Arc::new(Inbox::default());
-        // A receiver waiting on an empty inbox is woken by a send from another task.
-        let rx = inbox.clone();
-        let waiting = tokio::spawn(async move { rx.recv().await });
-        tokio::task::yield_now().await;
-        inbox.send(ToClient::QuickAck(1)).unwrap();
-        assert!(matches!(waiting.await.unwrap(), ToClient::QuickAck(1)));
-
-        inbox.send(ToClient::Data(Answer::new(&[1, 2]))).unwrap();
-        inbox.send(ToClient::QuickAck(3)).unwrap();
-        assert!(matches!(inbox.recv().await, ToClient::Data(d) if d.payload() == [1, 2]));
-        assert!(matches!(inbox.try_recv(), Some(ToClient::QuickAck(3))));
-        assert!(inbox.try_recv().is_none());
-
-        inbox.send(ToClient::QuickAck(4)).unwrap();
-        inbox.close();
-        assert!(inbox.try_recv().is_none(), "close drops what was queued");
-        assert!(matches!(
-            inbox.send(ToClient::Close(CloseCause::MeLost)),
-            Err(ToClient::Close(CloseCause::MeLost))
-        ));
-    }
-
-    #[test]
-    fn an_emptied_inbox_gives_back_a_large_queue() {
-        let inbox = Inbox::default();
-        for i in 0..100 {
-            inbox.send(ToClient::QuickAck(i)).unwrap();
-        }
-        while inbox.try_recv().is_some() {}
-        assert_eq!(inbox.state.lock().unwrap().queue.capacity(), 0);
     }
 }

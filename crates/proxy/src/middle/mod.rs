@@ -3,11 +3,15 @@
 //! the ad tag (`-P`) when one is set.
 //!
 //! - [`conn`]: one ME connection (handshake, answer dispatch);
+//! - [`inbox`]: a session's queue of answers and what it is charged for;
+//! - [`budget`]: `--msg-buffers-size`, the sessions it covers, shedding the biggest;
 //! - [`pool`]: the connections per ME address, routing by DC id, reload;
 //! - [`session`]: one client's session on top of them;
 //! - [`writer`]: the tasks that frame, encrypt and write for several ME connections at once.
 
+pub mod budget;
 pub mod conn;
+pub mod inbox;
 pub mod pool;
 pub mod session;
 pub mod writer;
@@ -19,6 +23,8 @@ use std::sync::Arc;
 #[derive(Debug)]
 pub struct Middle {
     pub pool: Arc<pool::Pool>,
+    /// `--msg-buffers-size` over all sessions.
+    pub budget: Arc<budget::Budget>,
     /// `-P`: sent with every forwarded packet.
     pub proxy_tag: Option<[u8; 16]>,
     /// `--nat-info` rules (local → global), for the "our address" field of RPC_PROXY_REQ.

@@ -9,7 +9,8 @@
 //! frame closes the client. The client closing sends RPC_CLOSE_CONN; the ME closing
 //! (RPC_CLOSE_EXT, or its connection dying) closes the client.
 
-use super::conn::{Answer, CloseCause, Inbox, MeConn, SessionLink, ToClient};
+use super::conn::MeConn;
+use super::inbox::{Answer, CloseCause, Inbox, ToClient};
 use super::Middle;
 use crate::bufpool;
 use crate::relay::{Halves, PollReadReady};
@@ -20,7 +21,7 @@ use mtproto_wire::rpc::{classify_client_packet, ops, Forward, ReqParams};
 use mtproto_wire::transport::{self, Frame, Side, MAX_FRAME};
 use rand::Rng;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
@@ -142,7 +143,12 @@ async fn flush_bounded<W: AsyncWriteExt + Unpin>(
     tokio::select! {
         biased;
         cause = inbox.shed_signal() => Err(End::Me(cause)),
-        r = writer.flush(wr) => r.map_err(|e| End::ClientError(e.kind())),
+        r = writer.flush(wr) => {
+            r.map_err(|e| End::ClientError(e.kind()))?;
+            // What it held is out: no longer charged to the session.
+            inbox.written();
+            Ok(())
+        }
         _ = tokio::time::sleep_until(deadline) => Err(End::Idle),
     }
 }
@@ -191,8 +197,9 @@ pub async fn serve<R, W>(
         out: Vec::new(),
         start: 0,
     };
-    let inbox = Arc::new(Inbox::default());
-    let queued = Arc::new(AtomicUsize::new(0));
+    // Counted against --msg-buffers-size until the session ends.
+    let enrolled = mid.budget.enroll();
+    let inbox = enrolled.inbox.clone();
     let mut binding: Option<Binding> = None;
     let mut dropped = false;
     // Client bytes: buf[start..end] decrypted and not yet consumed.
@@ -230,7 +237,11 @@ pub async fn serve<R, W>(
                         end -= start;
                         start = 0;
                         buf.truncate(end);
-                        let want = need.clamp(16 * 1024, MAX_FRAME + 8);
+                        // Towards the frame's length by doubling as its bytes arrive, not
+                        // all at once: a client is charged for what it sent.
+                        let want = need
+                            .clamp(16 * 1024, MAX_FRAME + 8)
+                            .min((2 * end).max(bufpool::OUT_CAP));
                         if buf.capacity() < want {
                             if buf.capacity() == 0 && want <= bufpool::OUT_CAP {
                                 buf = bufpool::take_out();
@@ -306,7 +317,7 @@ pub async fn serve<R, W>(
                                 break 'session End::GapAfterDrop;
                             }
                             let id = mid.pool.new_session_id();
-                            conn.register(id, SessionLink { tx: inbox.clone(), queued: queued.clone() });
+                            conn.register(id, inbox.clone());
                             Stats::inc(&stats.ext_connections_created);
                             stats.ext_connections.fetch_add(1, Relaxed);
                             debug!("{peer}: session {id} on ME {} (conn {})", conn.target, conn.id);
@@ -326,6 +337,10 @@ pub async fn serve<R, W>(
                         }
                     }
                 }
+                // An incomplete frame keeps its buffer: charged to the session.
+                if inbox.charge_input(buf.capacity()) {
+                    inbox.budget().enforce();
+                }
                 if let Err(end) = flush_bounded(&mut writer, &mut wr, &inbox, last_activity + idle).await {
                     break end;
                 }
@@ -336,17 +351,8 @@ pub async fn serve<R, W>(
                 // Drain what is queued into one write.
                 while let Some(m) = next.take() {
                     match m {
-                        ToClient::Data(d) => {
-                            let n = d.payload().len();
-                            queued.fetch_sub(n, Relaxed);
-                            stats.me_queued_bytes.fetch_sub(n as u64, Relaxed);
-                            writer.answer(d);
-                        }
-                        ToClient::QuickAck(t) => {
-                            queued.fetch_sub(4, Relaxed);
-                            stats.me_queued_bytes.fetch_sub(4, Relaxed);
-                            writer.quick_ack(t);
-                        }
+                        ToClient::Data(d) => writer.answer(d),
+                        ToClient::QuickAck(t) => writer.quick_ack(t),
                         ToClient::Close(cause) => {
                             // Shed for its buffers: dropped at once, like C. Closed by the
                             // ME: what it sent before goes out first.
@@ -367,15 +373,12 @@ pub async fn serve<R, W>(
         }
     };
     bufpool::give_out(std::mem::take(&mut buf));
-    // Later answers for this session are refused (and counted as dropped by the ME side).
-    inbox.close();
+    // Later answers for this session are refused (and counted as dropped by the ME side);
+    // nothing is charged to it any more.
+    drop(enrolled);
     if let Some(b) = binding {
         stats.ext_connections.fetch_sub(1, Relaxed);
         b.conn.unregister(b.id);
-        // Whatever still waited in the inbox was dropped with it.
-        stats
-            .me_queued_bytes
-            .fetch_sub(queued.swap(0, Relaxed) as u64, Relaxed);
         // RPC_CLOSE_CONN unless the ME closed the session itself or its connection is gone.
         let me_side_gone = matches!(why, End::Me(CloseCause::ClosedByMe | CloseCause::MeLost));
         if !me_side_gone && b.conn.is_alive() {
@@ -414,7 +417,7 @@ mod tests {
     async fn a_shed_ends_a_write_to_a_client_that_does_not_read() {
         let (mut client, _never_read) = tokio::io::duplex(1024);
         let mut writer = writer_with(64 * 1024);
-        let inbox = Arc::new(Inbox::default());
+        let inbox = Arc::new(Inbox::for_test());
         inbox.send(ToClient::QuickAck(1)).unwrap();
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         let shedder = {
@@ -449,7 +452,7 @@ mod tests {
     async fn a_write_that_does_not_move_ends_at_the_idle_deadline() {
         let (mut client, _never_read) = tokio::io::duplex(1024);
         let mut writer = writer_with(64 * 1024);
-        let inbox = Inbox::default();
+        let inbox = Inbox::for_test();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
         let r = flush_bounded(&mut writer, &mut client, &inbox, deadline).await;
         assert!(matches!(r, Err(End::Idle)), "{r:?}");
@@ -462,7 +465,7 @@ mod tests {
         let (mut client, mut peer) = tokio::io::duplex(1024);
         let mut writer = writer_with(64 * 1024);
         let want = writer.out.len();
-        let inbox = Inbox::default();
+        let inbox = Inbox::for_test();
         let far = tokio::time::Instant::now() + Duration::from_secs(3600);
         let reader = tokio::spawn(async move {
             let mut got = vec![0u8; want];

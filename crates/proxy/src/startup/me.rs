@@ -84,19 +84,20 @@ pub(super) fn start_pool(
     pid: mtproto_wire::rpc::ProcessId,
     stats: &Arc<stats::Stats>,
 ) -> Arc<middle::Middle> {
+    let budget = middle::budget::Budget::new(opts.msg_buffers_size, stats.clone());
     let ident = middle::conn::Ident {
         pid,
         secret: secret.map(|s| Arc::new(s.bytes)),
         nat: opts.nat_info.clone(),
         bind_v4: opts.address,
         writers: middle::writer::Writers::new(Duration::from_secs_f64(opts.ping_interval)),
-        queue_budget: opts.msg_buffers_size,
     };
     let pool = middle::pool::Pool::new(loaded.config.clone(), ident, stats.clone());
     pool.apply(loaded.config);
     tokio::spawn(pool_gauges(pool.clone(), stats.clone()));
     Arc::new(middle::Middle {
         pool,
+        budget,
         proxy_tag: opts.proxy_tag,
         nat: opts.nat_info.clone(),
     })

@@ -4,6 +4,8 @@
 //! is complete when it logs `main loop` on stderr (read from the pipe, no sleeping).
 #![allow(dead_code)]
 
+pub mod probe;
+
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, Stdio};
