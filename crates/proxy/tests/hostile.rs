@@ -218,3 +218,56 @@ async fn floods_of_small_messages_are_charged_what_they_cost() {
         grew / MIB
     );
 }
+
+/// Waits until the fake ME has handed everything `cmd` asked for to its writer.
+async fn wait_done(me: &FakeMe, cmd: Command) {
+    me.wait_for(LIMIT, |ev| {
+        ev.iter()
+            .any(|e| matches!(e, MeEvent::CommandDone { cmd: c, .. } if *c == cmd))
+    })
+    .await
+    .unwrap();
+}
+
+/// Item 2: an ME sends 256 MiB of padding words (legal between frames), then a legal
+/// 16 MiB frame (for a session nobody has). The padding is consumed as it comes (memory
+/// stays flat, the readers beside it are served) and the large frame's buffer is given
+/// back once it is consumed.
+#[tokio::test(flavor = "multi_thread")]
+async fn padding_floods_and_large_frames_from_an_me_leave_no_memory_behind() {
+    let rig = MeRig::start(&[]).await;
+    let addr = rig.proxy.addr();
+    let peak = PeakRss::watch(rig.pid());
+    let base = probe::rss(rig.pid());
+    let flood = Command::Padding { bytes: 256 * MIB };
+    let _a = attacker(addr, flood).await;
+    let readers = tokio::spawn(legit(addr, 64, 10));
+    wait_done(&rig.me, flood).await;
+    let errors = readers.await.unwrap();
+    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    let grew = peak.peak().saturating_sub(base);
+    eprintln!(
+        "peak RSS growth during the padding flood: {:.1} MiB",
+        grew as f64 / MIB as f64
+    );
+    assert!(grew < 16 * MIB, "RSS grew by {} MiB", grew / MIB);
+
+    let big = Command::Stray {
+        len: (16 * MIB) as u32 - 64,
+    };
+    let _b = attacker(addr, big).await;
+    assert!(probe::wait_stat(rig.stats, "dropped_responses", 1, LIMIT).await >= 1);
+    let errors = legit(addr, 8, 4).await;
+    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    let after = probe::rss(rig.pid()).saturating_sub(base);
+    eprintln!(
+        "peak RSS growth with the 16 MiB frame: {:.1} MiB, after it: {:.1} MiB",
+        peak.peak().saturating_sub(base) as f64 / MIB as f64,
+        after as f64 / MIB as f64
+    );
+    assert!(
+        after < 8 * MIB,
+        "{} MiB kept after a 16 MiB frame",
+        after / MIB
+    );
+}

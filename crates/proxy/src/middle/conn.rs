@@ -11,12 +11,13 @@
 //!
 //! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).
 
+use super::inbound::Inbound;
 use super::inbox::{Answer, CloseCause, Inbox, Refused, ToClient, MAX_QUEUED};
 use super::writer::{Member, OutQueue};
 use crate::stats::Stats;
 use mtproto_wire::rpc::{
-    self, derive_keys, frame::pad_to_block, handshake, nonce, ops, AesCbcDecryptor, CrcKind,
-    FrameDecoder, FrameEncoder, KdfInput, MeOp, NoncePacket, ProcessId, Role,
+    self, derive_keys, frame::pad_to_block, handshake, nonce, ops, CrcKind, FrameDecoder,
+    FrameEncoder, KdfInput, MeOp, NoncePacket, ProcessId, Role,
 };
 use rand::RngCore;
 use std::collections::HashMap;
@@ -26,7 +27,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpSocket, TcpStream};
 use tracing::{debug, trace};
@@ -143,85 +144,6 @@ impl std::fmt::Display for ConnEnd {
             ConnEnd::Io(e) => write!(f, "{e}"),
             ConnEnd::Protocol(s) => write!(f, "protocol error: {s}"),
             ConnEnd::Dropped => write!(f, "no longer in the config"),
-        }
-    }
-}
-
-/// Incoming bytes: ciphertext is decrypted block by block as it arrives, frames are decoded
-/// from the decrypted prefix.
-struct Inbound {
-    buf: Vec<u8>,
-    /// `buf[start..plain]` is decrypted and not yet consumed.
-    start: usize,
-    plain: usize,
-    /// `buf[plain..filled]` is ciphertext that is not a whole block yet.
-    filled: usize,
-    dec: Option<AesCbcDecryptor>,
-}
-
-impl Inbound {
-    fn new() -> Self {
-        Inbound {
-            buf: vec![0; 64 * 1024],
-            start: 0,
-            plain: 0,
-            filled: 0,
-            dec: None,
-        }
-    }
-
-    /// Reads more bytes; Ok(false) at EOF.
-    async fn fill(&mut self, r: &mut (impl AsyncReadExt + Unpin)) -> io::Result<bool> {
-        if self.start > 0 && (self.filled == self.buf.len() || self.start > self.buf.len() / 2) {
-            self.buf.copy_within(self.start..self.filled, 0);
-            self.plain -= self.start;
-            self.filled -= self.start;
-            self.start = 0;
-        }
-        if self.filled == self.buf.len() {
-            let new_len = self.buf.len() * 2;
-            self.buf.resize(new_len, 0);
-        }
-        let n = r.read(&mut self.buf[self.filled..]).await?;
-        if n == 0 {
-            return Ok(false);
-        }
-        self.filled += n;
-        match self.dec.as_mut() {
-            Some(d) => self.plain += d.decrypt(&mut self.buf[self.plain..self.filled]),
-            None => self.plain = self.filled,
-        }
-        Ok(true)
-    }
-
-    /// The next frame's payload range (absolute in `buf`), consuming it.
-    fn next(&mut self, dec: &mut FrameDecoder) -> Result<Option<std::ops::Range<usize>>, String> {
-        match dec.decode(&self.buf[self.start..self.plain]) {
-            Ok(Some((used, r))) => {
-                let range = self.start + r.start..self.start + r.end;
-                self.start += used;
-                Ok(Some(range))
-            }
-            Ok(None) => Ok(None),
-            Err(e) => Err(e.to_string()),
-        }
-    }
-
-    /// Reads until a whole frame is there.
-    async fn frame(
-        &mut self,
-        r: &mut (impl AsyncReadExt + Unpin),
-        dec: &mut FrameDecoder,
-    ) -> Result<std::ops::Range<usize>, String> {
-        loop {
-            if let Some(range) = self.next(dec)? {
-                return Ok(range);
-            }
-            match self.fill(r).await {
-                Ok(true) => {}
-                Ok(false) => return Err("closed during the handshake".into()),
-                Err(e) => return Err(e.to_string()),
-            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //! the ad tag (`-P`) when one is set.
 //!
 //! - [`conn`]: one ME connection (handshake, answer dispatch);
+//! - [`inbound`]: an ME connection's input buffer (decryption, frames, padding);
 //! - [`inbox`]: a session's queue of answers and what it is charged for;
 //! - [`budget`]: `--msg-buffers-size`, the sessions it covers, shedding the biggest;
 //! - [`pool`]: the connections per ME address, routing by DC id, reload;
@@ -11,6 +12,7 @@
 
 pub mod budget;
 pub mod conn;
+pub mod inbound;
 pub mod inbox;
 pub mod pool;
 pub mod session;
