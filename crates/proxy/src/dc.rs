@@ -7,6 +7,7 @@
 //! then the built-in address of the base DC, and for anything unknown the default DC.
 //! Media ids go to the regular DC address, as every direct-mode proxy does.
 
+use crate::fatal::Fatal;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -168,7 +169,7 @@ impl DcTable {
 }
 
 /// Resolves `--dc-override` targets once at start-up (an IP literal needs no resolver).
-pub fn resolve_overrides(list: &[(i32, Target)]) -> Result<HashMap<i32, Vec<SocketAddr>>, String> {
+pub fn resolve_overrides(list: &[(i32, Target)]) -> Result<HashMap<i32, Vec<SocketAddr>>, Fatal> {
     use std::net::ToSocketAddrs;
     let mut map: HashMap<i32, Vec<SocketAddr>> = HashMap::new();
     for (dc, t) in list {
@@ -178,9 +179,12 @@ pub fn resolve_overrides(list: &[(i32, Target)]) -> Result<HashMap<i32, Vec<Sock
             Err(_) => (host, t.port)
                 .to_socket_addrs()
                 .map_err(|e| {
-                    format!(
-                        "--dc-override {dc}:{}:{}: cannot resolve '{}': {e}",
-                        t.host, t.port, host
+                    Fatal::log(
+                        2,
+                        format!(
+                            "--dc-override {dc}:{}:{}: cannot resolve '{}': {e}",
+                            t.host, t.port, host
+                        ),
                     )
                 })?
                 .collect(),

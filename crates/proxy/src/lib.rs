@@ -29,6 +29,7 @@ pub mod config;
 mod dc;
 mod direct;
 mod faketls;
+mod fatal;
 mod links;
 mod listener;
 mod logging;

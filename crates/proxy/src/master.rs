@@ -30,11 +30,11 @@ pub async fn run(
             return ExitCode::from(1);
         }
     };
-    if let Err(e) = process::drop_privileges(opts.user.as_deref()) {
-        eprintln!("{e}");
+    if let Err(fatal) = process::drop_privileges(opts.user.as_deref()) {
+        fatal.report();
         master.stop();
         master.signal_all(Signal::SIGTERM);
-        return ExitCode::from(1);
+        return fatal.exit_code();
     }
     {
         let m = master.clone();

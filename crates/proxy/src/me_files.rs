@@ -5,6 +5,7 @@
 //! Parsing them is `config`; applying a config to the connections is `middle::pool`.
 
 use crate::config;
+use crate::fatal::Fatal;
 use crate::middle::Middle;
 use crate::stats::{ConfigMeta, Stats};
 use std::path::PathBuf;
@@ -25,7 +26,7 @@ impl MeFiles {
     }
 
     /// The proxy secret; `None` (with a warning) when the default file is absent.
-    pub fn load_secret(&self) -> Result<Option<config::ProxySecret>, String> {
+    pub fn load_secret(&self) -> Result<Option<config::ProxySecret>, Fatal> {
         match config::aes_pwd::load_detailed(&self.aes_pwd, self.aes_pwd_explicit)? {
             config::SecretFile::Loaded(s) => Ok(Some(s)),
             config::SecretFile::Absent { reason } => {

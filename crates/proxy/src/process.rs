@@ -7,6 +7,7 @@
 //! `mtproxy` user does not exist falls back to `nobody` with a warning (C exits); a hard fd
 //! limit too low for `-c` lowers the connection cap with a warning instead of exiting.
 
+use crate::fatal::Fatal;
 use nix::unistd::{Gid, Uid, User};
 use std::os::fd::AsRawFd;
 use std::path::Path;
@@ -88,8 +89,9 @@ pub fn daemonize(log: Option<&Path>) {
 
 /// Drops root privileges to `user` (default `mtproxy`, then `nobody` if that does not
 /// exist): supplementary groups replaced by the user's primary group, then setgid, setuid.
-/// A non-root process keeps its identity and ignores `-u`, as C. `Err` is C's fatal line.
-pub fn drop_privileges(user: Option<&str>) -> Result<(), String> {
+/// A non-root process keeps its identity and ignores `-u`, as C. `Err` is C's fatal text
+/// (stderr, exit 1).
+pub fn drop_privileges(user: Option<&str>) -> Result<(), Fatal> {
     if !Uid::current().is_root() && !Uid::effective().is_root() {
         return Ok(());
     }
@@ -98,8 +100,11 @@ pub fn drop_privileges(user: Option<&str>) -> Result<(), String> {
     let u = match (found, user) {
         (Some(u), _) => u,
         (None, Some(_)) => {
-            return Err(format!(
-                "can't find the user {name} to switch to\nfatal: cannot change user to {name}"
+            return Err(Fatal::stderr(
+                1,
+                &format!(
+                    "can't find the user {name} to switch to\nfatal: cannot change user to {name}"
+                ),
             ))
         }
         (None, None) => match User::from_name("nobody").ok().flatten() {
@@ -107,23 +112,25 @@ pub fn drop_privileges(user: Option<&str>) -> Result<(), String> {
                 warn!("user 'mtproxy' does not exist: dropping privileges to 'nobody' (create 'mtproxy' or pass -u)");
                 u
             }
-            None => return Err(
-                "can't find the user mtproxy to switch to\nfatal: cannot change user to mtproxy"
-                    .into(),
-            ),
+            None => return Err(Fatal::stderr(
+                1,
+                "can't find the user mtproxy to switch to\nfatal: cannot change user to mtproxy",
+            )),
         },
     };
     if u.uid.is_root() {
         info!("running as {name} (uid 0): privileges kept");
         return Ok(());
     }
-    let fail = |e: nix::Error| format!("fatal: cannot change user to {name}: {e}");
+    let fail =
+        |e: nix::Error| Fatal::stderr(1, &format!("fatal: cannot change user to {name}: {e}"));
     nix::unistd::setgroups(&[u.gid]).map_err(fail)?;
     nix::unistd::setgid(u.gid).map_err(fail)?;
     nix::unistd::setuid(u.uid).map_err(fail)?;
     if Uid::effective().is_root() || Gid::effective() != u.gid {
-        return Err(format!(
-            "fatal: cannot change user to {name}: still privileged after setuid"
+        return Err(Fatal::stderr(
+            1,
+            &format!("fatal: cannot change user to {name}: still privileged after setuid"),
         ));
     }
     info!(

@@ -9,6 +9,7 @@
 //!
 //! This module reads the file; it does not log or exit.
 
+use crate::fatal::Fatal;
 use md5::{Digest, Md5};
 use std::fmt;
 use std::io::Read;
@@ -64,7 +65,7 @@ pub enum SecretFile {
 }
 
 /// [`load_detailed`] without the reason for an absent file.
-pub fn load(path: &Path, explicit: bool) -> Result<Option<ProxySecret>, String> {
+pub fn load(path: &Path, explicit: bool) -> Result<Option<ProxySecret>, Fatal> {
     Ok(match load_detailed(path, explicit)? {
         SecretFile::Loaded(s) => Some(s),
         SecretFile::Absent { .. } => None,
@@ -76,10 +77,11 @@ pub fn load(path: &Path, explicit: bool) -> Result<Option<ProxySecret>, String> 
 /// `Err` holds C's stderr text for the fatal case (exit 1): the
 /// ``fatal: cannot load secret definition file `<f>'`` line, preceded for a wrong size by
 /// `secret file <f> too long or too short: loaded N bytes, expected 32..256` (lines joined
-/// with `\n`).
-pub fn load_detailed(path: &Path, explicit: bool) -> Result<SecretFile, String> {
+/// with `\n` in its text).
+pub fn load_detailed(path: &Path, explicit: bool) -> Result<SecretFile, Fatal> {
     let name = path.display();
-    let fatal = format!("fatal: cannot load secret definition file `{name}'");
+    let fatal_line = format!("fatal: cannot load secret definition file `{name}'");
+    let fatal = || Fatal::stderr(1, &fatal_line);
     let file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if !explicit => {
@@ -87,7 +89,7 @@ pub fn load_detailed(path: &Path, explicit: bool) -> Result<SecretFile, String> 
                 reason: format!("cannot open password file {name}: {}", super::strerror(&e)),
             })
         }
-        Err(_) => return Err(fatal),
+        Err(_) => return Err(fatal()),
     };
     let mut bytes = Vec::new();
     if file
@@ -95,16 +97,19 @@ pub fn load_detailed(path: &Path, explicit: bool) -> Result<SecretFile, String> 
         .read_to_end(&mut bytes)
         .is_err()
     {
-        return Err(fatal);
+        return Err(fatal());
     }
     if bytes.len() > MAX_FILE_LEN {
-        return Err(fatal);
+        return Err(fatal());
     }
     if !(MIN_LEN..=MAX_LEN).contains(&bytes.len()) {
-        return Err(format!(
-            "secret file {name} too long or too short: loaded {} bytes, expected \
-             {MIN_LEN}..{MAX_LEN}\n{fatal}",
-            bytes.len()
+        return Err(Fatal::stderr(
+            1,
+            &format!(
+                "secret file {name} too long or too short: loaded {} bytes, expected \
+                 {MIN_LEN}..{MAX_LEN}\n{fatal_line}",
+                bytes.len()
+            ),
         ));
     }
     Ok(SecretFile::Loaded(ProxySecret { bytes }))
@@ -146,7 +151,7 @@ mod tests {
         }
         let p = write(&dir, "short", 31);
         assert_eq!(
-            load(&p, false).unwrap_err(),
+            load(&p, false).unwrap_err().to_string(),
             format!(
                 "secret file {0} too long or too short: loaded 31 bytes, expected 32..256\n\
                  fatal: cannot load secret definition file `{0}'",
@@ -156,11 +161,12 @@ mod tests {
         let p = write(&dir, "long", 257);
         assert!(load(&p, true)
             .unwrap_err()
+            .to_string()
             .contains("loaded 257 bytes, expected 32..256\n"));
         // Over 16384 bytes C refuses before the length message.
         let p = write(&dir, "huge", 16385);
         assert_eq!(
-            load(&p, true).unwrap_err(),
+            load(&p, true).unwrap_err().to_string(),
             format!(
                 "fatal: cannot load secret definition file `{}'",
                 p.display()
@@ -184,7 +190,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            load(&p, true).unwrap_err(),
+            load(&p, true).unwrap_err().to_string(),
             format!(
                 "fatal: cannot load secret definition file `{}'",
                 p.display()
@@ -196,7 +202,10 @@ mod tests {
     fn read_error_is_fatal_even_when_implicit() {
         // A directory opens but cannot be read (EISDIR).
         let dir = test_dir("aes_dir");
-        assert!(load(&dir, false).unwrap_err().starts_with("fatal: "));
+        assert!(load(&dir, false)
+            .unwrap_err()
+            .to_string()
+            .starts_with("fatal: "));
     }
 
     #[test]

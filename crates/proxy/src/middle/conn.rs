@@ -13,7 +13,7 @@
 
 use super::inbound::Inbound;
 use super::inbox::{Answer, CloseCause, Inbox, Refused, ToClient, MAX_QUEUED};
-use super::writer::{Member, OutQueue};
+use super::writer::{Closed, Member, OutQueue};
 use crate::stats::Stats;
 use mtproto_wire::rpc::{
     self, derive_keys, frame::pad_to_block, handshake, nonce, ops, CrcKind, FrameDecoder,
@@ -108,7 +108,7 @@ impl MeConn {
 
     /// Queues one RPC payload, which `build` appends in place (no copy); waits while the
     /// connection's queue is full (back-pressure). Err once the connection is gone.
-    pub async fn send_with(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<(), ()> {
+    pub async fn send_with(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<(), Closed> {
         self.out.send_with(build).await
     }
 

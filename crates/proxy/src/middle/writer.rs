@@ -45,6 +45,16 @@ const TAKE_MORE_MAX: usize = 16 * 1024;
 /// one more frame in it; its buffer doubled up to twice that, which is kept.
 const KEEP_CAPACITY: usize = 2 * (QUEUE_LIMIT + 128 * 1024);
 
+/// The ME connection's queue is closed: its writer is gone, nothing more is sent on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the ME connection is closed")
+    }
+}
+
 /// What the sessions of one ME connection have framed for it and its writer has not taken
 /// yet. Sessions build each RPC payload in place, straight into this buffer (no copy of
 /// the payload into a batch later), and frame it under the lock that orders the sequence
@@ -92,7 +102,7 @@ impl OutQueue {
     /// Appends one frame whose payload `build` appends to the buffer it is given (a
     /// non-empty multiple of 4 bytes); waits while the queue is full. Err once the
     /// connection's writer has dropped it.
-    pub async fn send_with(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<(), ()> {
+    pub async fn send_with(&self, build: impl FnOnce(&mut Vec<u8>)) -> Result<(), Closed> {
         let mut build = Some(build);
         // The common case first: room in the queue, no waiter registration.
         if let Some(r) = self.try_append(&mut build, QUEUE_LIMIT) {
@@ -115,10 +125,10 @@ impl OutQueue {
         &self,
         build: &mut Option<impl FnOnce(&mut Vec<u8>)>,
         limit: usize,
-    ) -> Option<Result<(), ()>> {
+    ) -> Option<Result<(), Closed>> {
         let mut st = self.st.lock().expect("out queue");
         if st.closed {
-            return Some(Err(()));
+            return Some(Err(Closed));
         }
         if st.buf.len() >= limit {
             return None;
@@ -140,7 +150,7 @@ impl OutQueue {
 
     /// Queues one payload (copied).
     #[cfg(test)]
-    async fn send(&self, payload: &[u8]) -> Result<(), ()> {
+    async fn send(&self, payload: &[u8]) -> Result<(), Closed> {
         self.send_with(|b| b.extend_from_slice(payload)).await
     }
 
@@ -152,12 +162,12 @@ impl OutQueue {
         cx: &mut Context<'_>,
         out: &mut Vec<u8>,
         ping: Option<i64>,
-    ) -> Poll<Result<(), ()>> {
+    ) -> Poll<Result<(), Closed>> {
         debug_assert!(out.is_empty());
         let mut guard = self.st.lock().expect("out queue");
         let st = &mut *guard;
         if st.closed {
-            return Poll::Ready(Err(()));
+            return Poll::Ready(Err(Closed));
         }
         if let Some(id) = ping {
             let start = st.encoder.begin(&mut st.buf);
@@ -273,7 +283,7 @@ impl Slot {
                 pad_to_block(&mut self.out, 0);
                 true
             }
-            Poll::Ready(Err(())) => {
+            Poll::Ready(Err(Closed)) => {
                 self.failed = true;
                 true
             }
@@ -617,7 +627,7 @@ mod tests {
         q.close();
         assert!(matches!(
             poll_once(&mut waiting).await,
-            Poll::Ready(Err(()))
+            Poll::Ready(Err(Closed))
         ));
         assert!(q.send(&[4u8; 8]).await.is_err());
         assert!(!q.push(|b| ops::build_pong(b, 10)));

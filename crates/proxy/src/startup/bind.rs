@@ -5,7 +5,7 @@
 //! How one socket is bound is `listener`; this module decides which ones and what a
 //! failure means for the exit code.
 
-use super::Fatal;
+use crate::fatal::Fatal;
 use crate::{cli, listener, stats, workers};
 use std::net::TcpListener;
 use tracing::warn;
@@ -66,7 +66,7 @@ fn bind_clients(opts: &cli::Options) -> Result<Vec<TcpListener>, Fatal> {
     for &port in &opts.ports {
         let addr = listener::bind_addr(port, opts.ipv6, opts.address);
         let l = listener::bind(addr, opts.backlog, opts.reuse_port).map_err(|e| {
-            (
+            Fatal::log(
                 1,
                 format!("cannot open http/tcp server socket at port {port}: {e}"),
             )
@@ -89,9 +89,9 @@ fn bind_stats_port(opts: &cli::Options) -> Result<Option<TcpListener>, Fatal> {
     }
     let (first, last, range) = match opts.stats_port {
         None => {
-            return Err((
+            return Err(Fatal::log(
                 1,
-                "fatal: port isn't defined (--http-stats needs -p <port>)".into(),
+                "fatal: port isn't defined (--http-stats needs -p <port>)",
             ))
         }
         Some(cli::PortSpec::Single(p)) => (p, p, false),
@@ -106,11 +106,14 @@ fn bind_stats_port(opts: &cli::Options) -> Result<Option<TcpListener>, Fatal> {
     }
     let e = last_err.map_or_else(String::new, |e| e.to_string());
     if range {
-        Err((
+        Err(Fatal::log(
             2,
             format!("cannot open a stats port in {first}:{last}: {e}"),
         ))
     } else {
-        Err((1, format!("cannot open server socket at port {first}: {e}")))
+        Err(Fatal::log(
+            1,
+            format!("cannot open server socket at port {first}: {e}"),
+        ))
     }
 }

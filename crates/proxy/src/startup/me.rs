@@ -4,7 +4,7 @@
 //!
 //! The files themselves and their reload are `me_files`; the pool is `middle::pool`.
 
-use super::Fatal;
+use crate::fatal::Fatal;
 use crate::me_files::MeFiles;
 use crate::{cli, config, middle, stats};
 use std::sync::Arc;
@@ -28,16 +28,10 @@ pub(super) fn load(opts: &cli::Options) -> Result<MeLoaded, Fatal> {
             .unwrap_or_else(|| config::aes_pwd::DEFAULT_FILE.into()),
         aes_pwd_explicit: opts.aes_pwd.is_some(),
     };
-    let loaded = files.load_config().map_err(|e| {
-        for l in &e.lines {
-            eprintln!("{l}");
-        }
-        (e.code, String::new())
-    })?;
-    let secret = files.load_secret().map_err(|e| {
-        eprintln!("{e}");
-        (1, String::new())
-    })?;
+    let loaded = files
+        .load_config()
+        .map_err(|e| Fatal::stderr_lines(e.code, e.lines))?;
+    let secret = files.load_secret()?;
     info!("{}", loaded.success_message());
     Ok(MeLoaded {
         files,

@@ -1,6 +1,7 @@
 //! Start-up: from parsed options to a running proxy, in named phases that run in this
 //! order, as C's do:
 //!
+//! 0. [`open_log`]: `-d` or the `-l` file, before the first log line;
 //! 1. [`check_options`]: combinations C refuses, options without effect;
 //! 2. [`me::load`] (ME mode): the config and the proxy secret, read before any port is bound;
 //! 3. [`client_secrets`], [`dc_overrides`]: what sessions need that can fail early;
@@ -21,6 +22,7 @@ mod me;
 mod tls;
 
 use crate::cli::{self, version};
+use crate::fatal::Fatal;
 use crate::me_files::MeFiles;
 use crate::shared::{AcceptRate, Shared, Upstream};
 use crate::stats::ConfigMeta;
@@ -33,9 +35,6 @@ use tracing::{error, info, warn};
 
 /// The resolved `--dc` overrides.
 type DcOverrides = std::collections::HashMap<i32, Vec<std::net::SocketAddr>>;
-
-/// A fatal start-up error: the exit code and the message to log (empty: already printed).
-pub(crate) type Fatal = (u8, String);
 
 /// Options accepted for compatibility whose feature is not in this build yet, and
 /// options that C itself ignores. Logged at start-up so nothing is dropped silently.
@@ -57,25 +56,30 @@ const ME_ONLY: &[&str] = &["aes-pwd", "nat-info", "ping-interval"];
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(opts: cli::Options) -> ExitCode {
+    let started = open_log(&opts).and_then(|()| {
+        logging::init(opts.verbosity);
+        info!("Invoking engine {}", version());
+        start(opts)
+    });
+    match started {
+        Ok(code) => code,
+        Err(fatal) => {
+            fatal.report();
+            fatal.exit_code()
+        }
+    }
+}
+
+/// Phase 0: `-d` (the log file becomes stdio), else the `-l` log file.
+fn open_log(opts: &cli::Options) -> Result<(), Fatal> {
     if opts.daemonize {
         process::daemonize(opts.log_file.as_deref());
     } else if let Some(path) = &opts.log_file {
-        if let Err(e) = process::reopen_log(Some(path)) {
-            eprintln!("cannot open log file {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
+        process::reopen_log(Some(path)).map_err(|e| {
+            Fatal::stderr(1, &format!("cannot open log file {}: {e}", path.display()))
+        })?;
     }
-    logging::init(opts.verbosity);
-    info!("Invoking engine {}", version());
-    match start(opts) {
-        Ok(code) => code,
-        Err((code, msg)) => {
-            if !msg.is_empty() {
-                error!("{msg}");
-            }
-            ExitCode::from(code)
-        }
-    }
+    Ok(())
 }
 
 fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
@@ -101,7 +105,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| (1, format!("cannot start the runtime: {e}")))?;
+        .map_err(|e| Fatal::log(1, format!("cannot start the runtime: {e}")))?;
     let pid = me::process_id(&opts);
     let meta = Arc::new(RwLock::new(match &me {
         Some(m) => ConfigMeta::from_loaded(&m.loaded, m.secret.as_ref()),
@@ -122,10 +126,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
         return Ok(code);
     }
     // Everything privileged is done: ports bound, config and secrets read.
-    process::drop_privileges(opts.user.as_deref()).map_err(|e| {
-        eprintln!("{e}");
-        (1, String::new())
-    })?;
+    process::drop_privileges(opts.user.as_deref())?;
     let plan = Plan {
         secrets,
         overrides,
@@ -146,9 +147,9 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
 /// Returns whether the proxy runs in middle-proxy (ME) mode.
 fn check_options(opts: &cli::Options) -> Result<bool, Fatal> {
     if !opts.domains.is_empty() && opts.secrets.is_empty() {
-        return Err((
+        return Err(Fatal::log(
             2,
-            "You must specify at least one mtproto-secret to use when using TLS-transport".into(),
+            "You must specify at least one mtproto-secret to use when using TLS-transport",
         ));
     }
     if !opts.domains.is_empty() && opts.workers > 0 {
@@ -156,11 +157,10 @@ fn check_options(opts: &cli::Options) -> Result<bool, Fatal> {
     }
     let me_mode = opts.config_file.is_some() && !opts.direct;
     if opts.proxy_tag.is_some() && !me_mode {
-        return Err((
+        return Err(Fatal::log(
             2,
             "-P (proxy tag) needs middle-proxy mode: give a proxy-multi.conf and no --direct; \
-             direct connections to DCs cannot carry an ad tag"
-                .into(),
+             direct connections to DCs cannot carry an ad tag",
         ));
     }
     for name in &opts.given {
@@ -202,7 +202,7 @@ fn dc_overrides(opts: &cli::Options) -> Result<DcOverrides, Fatal> {
             )
         })
         .collect();
-    dc::resolve_overrides(&overrides).map_err(|e| (2, e))
+    dc::resolve_overrides(&overrides)
 }
 
 /// Phase 4, after binding: raises the fd limit for `-c`, applies `--nice`; returns how many

@@ -4,7 +4,7 @@
 //!
 //! The handshake and record layer are `faketls`; the probe itself is `tls_probe`.
 
-use super::Fatal;
+use crate::fatal::Fatal;
 use crate::shared::Shared;
 use crate::{cli, faketls, tls_probe};
 use std::net::SocketAddr;
@@ -19,7 +19,7 @@ pub(super) fn mask_targets(opts: &cli::Options) -> Result<faketls::MaskTargets, 
     if let Some((host, port)) = &opts.mask_host {
         let addrs: Vec<SocketAddr> = (host.as_str(), *port)
             .to_socket_addrs()
-            .map_err(|e| (2, format!("--mask-host {host}:{port}: cannot resolve: {e}")))?
+            .map_err(|e| Fatal::log(2, format!("--mask-host {host}:{port}: cannot resolve: {e}")))?
             .collect();
         return Ok(faketls::MaskTargets {
             explicit: Some(addrs),
