@@ -146,6 +146,10 @@ impl<R: PollReadReady> PollReadReady for TlsReader<R> {
         }
         self.inner.poll_read_ready(cx)
     }
+
+    fn peer_closed(&self) -> bool {
+        self.inner.peer_closed()
+    }
 }
 
 /// Wraps what the session writes in application-data records of at most `max` bytes.

@@ -29,11 +29,31 @@ use tokio::time::Instant;
 /// direction allocates its buffer only once there is something to read.
 pub trait PollReadReady: AsyncRead + Unpin {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+
+    /// Whether the peer has closed its sending side or the connection is gone, without
+    /// reading (data may still be waiting before the end). For a session that cannot read
+    /// right now (it waits for room upstream) but must not outlive its client.
+    fn peer_closed(&self) -> bool {
+        false
+    }
 }
 
 impl PollReadReady for ReadHalf<'_> {
     fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.as_ref().poll_read_ready(cx)
+    }
+
+    fn peer_closed(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let mut p = libc::pollfd {
+            fd: self.as_ref().as_raw_fd(),
+            events: libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd for a socket this half borrows (open for the call);
+        // a zero timeout never blocks.
+        let n = unsafe { libc::poll(&mut p, 1, 0) };
+        n > 0 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
     }
 }
 
@@ -112,6 +132,10 @@ impl<R: PollReadReady> PollReadReady for Prefixed<R> {
         } else {
             self.inner.poll_read_ready(cx)
         }
+    }
+
+    fn peer_closed(&self) -> bool {
+        self.inner.peer_closed()
     }
 }
 

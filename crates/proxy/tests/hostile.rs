@@ -271,3 +271,218 @@ async fn padding_floods_and_large_frames_from_an_me_leave_no_memory_behind() {
         after / MIB
     );
 }
+
+/// Connects a client and binds it to an ME connection with one echo; the fake ME's
+/// number of that connection.
+async fn bound_client(rig: &MeRig) -> (u64, Client) {
+    let mut c = Client::connect(rig.proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+        .await
+        .unwrap();
+    let p = payload(256);
+    c.send_packet(&p).await.unwrap();
+    let back = timeout(LIMIT, c.recv_packet()).await.unwrap().unwrap();
+    assert_eq!(back, p);
+    let conn = rig
+        .me
+        .events()
+        .iter()
+        .find_map(|e| match e {
+            MeEvent::ProxyReq {
+                conn, packet_head, ..
+            } if packet_head[..] == p[..64] => Some(*conn),
+            _ => None,
+        })
+        .expect("the fake ME saw the packet");
+    (conn, c)
+}
+
+/// `n` clients bound to ME connections, and the connection most of them are on.
+async fn bound_clients(rig: &MeRig, n: usize) -> (u64, Vec<(u64, Client)>) {
+    let mut clients = Vec::new();
+    for _ in 0..n {
+        clients.push(bound_client(rig).await);
+    }
+    let mut count = std::collections::HashMap::new();
+    for (conn, _) in &clients {
+        *count.entry(*conn).or_insert(0) += 1;
+    }
+    let most = count.into_iter().max_by_key(|(_, n)| *n).unwrap().0;
+    (most, clients)
+}
+
+/// Each client does `rounds` more echo exchanges.
+async fn still_served(clients: &mut [(u64, Client)], rounds: usize) {
+    for (i, (_, c)) in clients.iter_mut().enumerate() {
+        for r in 0..rounds {
+            let p = payload(512);
+            c.send_packet(&p).await.unwrap();
+            let back = timeout(LIMIT, c.recv_packet()).await;
+            assert!(
+                matches!(&back, Ok(Ok(b)) if *b == p),
+                "client {i} round {r}: {back:?}"
+            );
+        }
+    }
+}
+
+/// Item 4, the sessions: an ME connection stops reading; its sessions' clients keep
+/// uploading until the proxy cannot queue more and the sessions wait for room. Those
+/// whose clients leave (a reset: a FIN would queue behind the upload the proxy cannot
+/// take, and only the idle timeout sees it) end at once, those whose clients stay end at
+/// the idle timeout; sessions on the other connections are served throughout.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_waiting_on_an_me_that_stopped_reading_end_with_their_clients_and_at_idle() {
+    let idle = Duration::from_secs(12);
+    let rig = MeRig::start(&["--idle-timeout", "12"]).await;
+    let (stuck, clients) = bound_clients(&rig, 24).await;
+    assert!(rig.me.command_on(stuck, Command::StopReading));
+    wait_done(&rig.me, Command::StopReading).await;
+    let (on_stuck, mut others): (Vec<_>, Vec<_>) =
+        clients.into_iter().partition(|(c, _)| *c == stuck);
+    assert!(
+        on_stuck.len() >= 2,
+        "at least 6 of 24 land on the busiest connection"
+    );
+    // The stuck sessions' clients upload for as long as the proxy takes their bytes.
+    let uploads: Vec<_> = on_stuck
+        .into_iter()
+        .map(|(_, mut c)| {
+            let (leave, left) = tokio::sync::oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                let p = payload(512 << 10);
+                let upload = async {
+                    while c.send_packet(&p).await.is_ok() {}
+                    std::future::pending::<()>().await
+                };
+                tokio::select! {
+                    _ = upload => {}
+                    _ = left => {}
+                }
+                let s = c.into_inner();
+                socket2::SockRef::from(&s)
+                    .set_linger(Some(Duration::ZERO))
+                    .unwrap();
+            });
+            (leave, task)
+        })
+        .collect();
+    // Until nothing more is forwarded: the queue of the stuck connection is full and its
+    // sessions wait for room.
+    let mut last = (
+        rig.stat("tot_forwarded_queries").await,
+        tokio::time::Instant::now(),
+    );
+    while last.1.elapsed() < Duration::from_secs(1) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = rig.stat("tot_forwarded_queries").await;
+        if now != last.0 {
+            last = (now, tokio::time::Instant::now());
+        }
+    }
+    // (The others are served meanwhile, and stay clear of the idle timeout.)
+    still_served(&mut others, 1).await;
+    let bound_before = rig.stat("ext_connections").await;
+    let mut staying = uploads;
+    let leaving: Vec<_> = staying.drain(..staying.len() / 2).collect();
+    let left_at = tokio::time::Instant::now();
+    let n_leaving = leaving.len();
+    for (leave, task) in leaving {
+        leave.send(()).unwrap();
+        task.await.unwrap();
+    }
+    let want = bound_before - n_leaving as u64;
+    let mut bound = bound_before;
+    while bound > want && left_at.elapsed() < LIMIT {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        bound = rig.stat("ext_connections").await;
+    }
+    let took = left_at.elapsed();
+    eprintln!("{n_leaving} sessions whose clients left ended after {took:?}");
+    assert_eq!(
+        bound,
+        want,
+        "the sessions whose clients left are still there:\n{}",
+        rig.proxy.log_text()
+    );
+    assert!(
+        took < idle / 2,
+        "ended only after {took:?} (idle timeout {idle:?})"
+    );
+    still_served(&mut others, 3).await;
+    // The staying clients neither read nor leave: their sessions end at the idle timeout.
+    let want = want - staying.len() as u64;
+    let bound = probe::wait_stat_below(rig.stats, "ext_connections", want + 1, LIMIT).await;
+    assert_eq!(
+        bound, want,
+        "sessions waiting for room outlived the idle timeout"
+    );
+    drop(staying);
+    still_served(&mut others, 3).await;
+}
+
+/// Item 4, the connection: ME connection number `stuck` of a proxy pinging every 0.5 s
+/// stops reading (and floods pings if `ping_flood`). The proxy declares it dead, closes
+/// its sessions and redials; the sessions on other connections and every new session are
+/// served; memory stays bounded. Returns the proxy's log line saying why.
+async fn stops_reading(ping_flood: bool) -> String {
+    let rig = MeRig::start(&["--ping-interval", "0.5"]).await;
+    let peak = PeakRss::watch(rig.pid());
+    let base = probe::rss(rig.pid());
+    let (stuck, clients) = bound_clients(&rig, 24).await;
+    let (on_stuck, mut others): (Vec<_>, Vec<_>) =
+        clients.into_iter().partition(|(c, _)| *c == stuck);
+    assert_eq!(rig.stat("outbound_connections_created").await, 4);
+    assert!(rig.me.command_on(stuck, Command::StopReading));
+    if ping_flood {
+        assert!(rig
+            .me
+            .command_on(stuck, Command::Pings { count: 2_000_000 }));
+    }
+    // (The fake ME, not reading, does not see the close itself.)
+    assert!(
+        rig.proxy.wait_log("declared dead", LIMIT),
+        "{}",
+        rig.proxy.log_text()
+    );
+    let log = rig.proxy.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("declared dead"))
+        .unwrap_or("");
+    for (i, (_, mut c)) in on_stuck.into_iter().enumerate() {
+        let r = timeout(LIMIT, c.wait_closed()).await;
+        assert!(
+            matches!(r, Ok(Ok(_))),
+            "session {i} on the dead connection: {r:?}"
+        );
+    }
+    still_served(&mut others, 3).await;
+    // Redialled; sessions from now on all succeed (none lands on the dead connection).
+    rig.me.wait_ready(5, LIMIT).await.unwrap();
+    assert!(probe::wait_stat(rig.stats, "outbound_connections_created", 5, LIMIT).await >= 5);
+    let errors = legit(rig.proxy.addr(), 64, 5).await;
+    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    let grew = peak.peak().saturating_sub(base);
+    eprintln!(
+        "{line}\npeak RSS growth: {:.1} MiB",
+        grew as f64 / MIB as f64
+    );
+    assert!(grew < 16 * MIB, "RSS grew by {} MiB", grew / MIB);
+    line.to_string()
+}
+
+/// Item 4: an ME connection that stops reading and floods pings: the pongs queued for it
+/// reach the control cap first.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_me_that_stops_reading_and_floods_pings_is_declared_dead_and_redialled() {
+    let why = stops_reading(true).await;
+    assert!(why.contains("does not read"), "{why}");
+}
+
+/// Item 4: an ME connection that just stops reading: the proxy's own pings go
+/// unanswered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_me_that_stops_reading_is_declared_dead_when_its_pongs_stop() {
+    let why = stops_reading(false).await;
+    assert!(why.contains("RPC_PONG"), "{why}");
+}

@@ -11,6 +11,7 @@
 //!
 //! Not here: which ME to dial and when to redial (`pool.rs`), client framing (`session.rs`).
 
+use super::health::Health;
 use super::inbound::Inbound;
 use super::inbox::{Answer, CloseCause, Inbox, Refused, ToClient, MAX_QUEUED};
 use super::writer::{Closed, Member, OutQueue};
@@ -24,7 +25,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -77,12 +77,12 @@ pub struct MeConn {
     /// The inboxes of the sessions bound to this connection, by `conn_id`.
     sessions: Mutex<HashMap<i64, Arc<Inbox>>>,
     /// Shared with the connection's writer.
-    alive: Arc<AtomicBool>,
+    health: Arc<Health>,
 }
 
 impl MeConn {
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Relaxed)
+        self.health.is_alive()
     }
 
     /// Routes the ME's answers for `conn_id` to `inbox`.
@@ -112,14 +112,34 @@ impl MeConn {
         self.out.send_with(build).await
     }
 
+    /// Queues one request without waiting: Some(Ok) queued, Some(Err) the connection is
+    /// gone, None its queue is full (`build` is kept).
+    pub fn try_send_with(
+        &self,
+        build: &mut Option<impl FnOnce(&mut Vec<u8>)>,
+    ) -> Option<Result<(), Closed>> {
+        self.out.try_send_with(build)
+    }
+
     /// Tells the ME that the client of `conn_id` went away (at once: also from the reader,
     /// which must not wait for the writer).
     pub fn close_session(&self, conn_id: i64) {
-        self.out.push(|p| ops::build_close_conn(p, conn_id));
+        self.control(|p| ops::build_close_conn(p, conn_id));
+    }
+
+    /// Queues a control frame; an ME that lets them pile up over the cap is not reading
+    /// and its connection is declared dead.
+    fn control(&self, build: impl FnOnce(&mut Vec<u8>)) {
+        if !self.out.push(build) && self.is_alive() {
+            self.health.kill(format!(
+                "the ME does not read: over {} bytes queued for it",
+                super::writer::CONTROL_CAP
+            ));
+        }
     }
 
     fn mark_dead(&self, cause: CloseCause) {
-        self.alive.store(false, Relaxed);
+        self.health.kill("its reader ended");
         let sessions = std::mem::take(&mut *self.sessions.lock().expect("sessions"));
         for (_, inbox) in sessions {
             let _ = inbox.send(ToClient::Close(cause));
@@ -133,6 +153,8 @@ pub enum ConnEnd {
     Eof,
     Io(io::Error),
     Protocol(String),
+    /// Declared dead (the ME stopped reading or answering pings, or the writer failed).
+    Dead(String),
     /// The pool asked for it (target removed and drained).
     Dropped,
 }
@@ -143,6 +165,7 @@ impl std::fmt::Display for ConnEnd {
             ConnEnd::Eof => write!(f, "closed by the ME"),
             ConnEnd::Io(e) => write!(f, "{e}"),
             ConnEnd::Protocol(s) => write!(f, "protocol error: {s}"),
+            ConnEnd::Dead(s) => write!(f, "declared dead: {s}"),
             ConnEnd::Dropped => write!(f, "no longer in the config"),
         }
     }
@@ -280,14 +303,14 @@ pub async fn establish(
         target,
         out: out.clone(),
         sessions: Mutex::new(HashMap::new()),
-        alive: Arc::new(AtomicBool::new(true)),
+        health: Arc::new(Health::new()),
     });
     let writer = ident.writers.join(Member {
         id,
         wr,
         enc,
         queue: out,
-        alive: conn.alive.clone(),
+        health: conn.health.clone(),
     });
     // Also when the pool drops the future (a drained connection), polled or not.
     let dead = Dead {
@@ -296,7 +319,10 @@ pub async fn establish(
     };
     let run = async move {
         let dead = dead;
-        read_loop(&dead.conn, rd, inb, decoder, &stats).await
+        tokio::select! {
+            end = read_loop(&dead.conn, rd, inb, decoder, &stats) => end,
+            why = dead.conn.health.died() => ConnEnd::Dead(why),
+        }
     };
     Ok((conn, run))
 }
@@ -414,10 +440,8 @@ fn dispatch(conn: &MeConn, payload: &[u8], stats: &Stats) {
                 let _ = inbox.send(ToClient::Close(CloseCause::ClosedByMe));
             }
         }
-        MeOp::Ping { id } => {
-            conn.out.push(|p| ops::build_pong(p, id));
-        }
-        MeOp::Pong { .. } => {}
+        MeOp::Ping { id } => conn.control(|p| ops::build_pong(p, id)),
+        MeOp::Pong { .. } => conn.health.pong(),
         MeOp::Ignored { op, len } => {
             trace!("ME conn {}: ignoring op {op:08x} of {len} bytes", conn.id)
         }

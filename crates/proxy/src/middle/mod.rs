@@ -3,6 +3,7 @@
 //! the ad tag (`-P`) when one is set.
 //!
 //! - [`conn`]: one ME connection (handshake, answer dispatch);
+//! - [`health`]: whether an ME connection is alive (pongs, stalls, the reader's signal);
 //! - [`inbound`]: an ME connection's input buffer (decryption, frames, padding);
 //! - [`inbox`]: a session's queue of answers and what it is charged for;
 //! - [`budget`]: `--msg-buffers-size`, the sessions it covers, shedding the biggest;
@@ -12,6 +13,7 @@
 
 pub mod budget;
 pub mod conn;
+pub mod health;
 pub mod inbound;
 pub mod inbox;
 pub mod pool;

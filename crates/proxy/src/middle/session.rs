@@ -153,6 +153,45 @@ async fn flush_bounded<W: AsyncWriteExt + Unpin>(
     }
 }
 
+/// How often a session waiting for room on its ME connection checks that its client is
+/// still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(500);
+
+/// Queues one request on the session's ME connection. When its queue is full (the ME
+/// reads slowly, or not at all) waits for room unless, first, the ME sheds the session,
+/// the idle deadline passes or the client goes away: a session must not be pinned by an
+/// ME connection that stopped reading.
+async fn send_bounded<R: PollReadReady>(
+    conn: &MeConn,
+    build: impl FnOnce(&mut Vec<u8>),
+    inbox: &Inbox,
+    rd: &R,
+    deadline: tokio::time::Instant,
+) -> Result<(), End> {
+    let lost = |_| End::Me(CloseCause::MeLost);
+    let mut build = Some(build);
+    if let Some(r) = conn.try_send_with(&mut build) {
+        return r.map_err(lost);
+    }
+    let build = build.expect("kept while the queue is full");
+    let client_gone = async {
+        let mut tick = tokio::time::interval(CLIENT_CHECK);
+        loop {
+            tick.tick().await;
+            if rd.peer_closed() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        cause = inbox.shed_signal() => Err(End::Me(cause)),
+        r = conn.send_with(build) => r.map_err(lost),
+        _ = tokio::time::sleep_until(deadline) => Err(End::Idle),
+        _ = client_gone => Err(End::ClientClosed),
+    }
+}
+
 /// Why the session ended, for the log (fields are read through `Debug`).
 #[derive(Debug)]
 #[allow(dead_code)]
@@ -327,8 +366,8 @@ pub async fn serve<R, W>(
                         let params = ReqParams { transport: tag, quick_ack, unencrypted, proxy_tag: mid.proxy_tag, pad_flag: false };
                         // Built straight into the ME connection's queue.
                         let req = |out: &mut Vec<u8>| ops::build_proxy_req(out, &params, b.id, peer, local, packet);
-                        if b.conn.send_with(req).await.is_err() {
-                            break 'session End::Me(CloseCause::MeLost);
+                        if let Err(end) = send_bounded(&b.conn, req, &inbox, &rd, last_activity + idle).await {
+                            break 'session end;
                         }
                         Stats::inc(&stats.forwarded_queries);
                         if let Some(t) = tracking.as_mut() {

@@ -13,16 +13,20 @@
 //! connection that has written all it had (plus an RPC_PING when one is due), pads it to
 //! whole blocks (a batch not yet encrypted also takes what is queued while the writer lets
 //! the sessions run once more); encrypts all those batches together. A connection leaves
-//! its group when its write fails, or when its reader ends (the pool marks it dead and
-//! tells the group to sweep); its queue is closed then, so its sessions learn it.
+//! its group when its write fails, when its reader ends (the pool marks it dead and tells
+//! the group to sweep), or when the writer finds the ME stopped reading: a ping not
+//! answered, or bytes waiting without write progress, for [`super::health::dead_after`].
+//! Its queue is closed then, so its sessions learn it, and its [`Health`] is killed, which
+//! ends its reader.
 
+use super::health::Health;
 use mtproto_wire::rpc::{self, frame::pad_to_block, ops, AesCbcEncryptor, FrameEncoder};
 use std::future::poll_fn;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWrite;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::{mpsc, Notify};
@@ -35,6 +39,11 @@ pub const GROUP: usize = 8;
 /// a session that finds more waits (back-pressure to its client), like C's connection
 /// buffers towards a slow ME.
 pub const QUEUE_LIMIT: usize = 256 * 1024;
+
+/// The most a queue holds counting the control frames its reader adds over
+/// [`QUEUE_LIMIT`] (pongs, RPC_CLOSE_CONN): more means the ME does not read what it asks
+/// for, and the connection is declared dead.
+pub const CONTROL_CAP: usize = 4 << 20;
 
 /// The most a batch not yet encrypted copies in from its queue when the writer has let the
 /// sessions run (small frames of a connection storm; bulk is swapped in as the next batch).
@@ -143,9 +152,19 @@ impl OutQueue {
 
     /// Queues one small control payload at once, over the limit if need be: the
     /// connection's reader must never wait for the writer (the ME may itself be waiting
-    /// for our reader before it reads what the writer has). False once closed.
+    /// for our reader before it reads what the writer has). False once closed or over
+    /// [`CONTROL_CAP`].
     pub fn push(&self, build: impl FnOnce(&mut Vec<u8>)) -> bool {
-        matches!(self.try_append(&mut Some(build), usize::MAX), Some(Ok(())))
+        matches!(self.try_append(&mut Some(build), CONTROL_CAP), Some(Ok(())))
+    }
+
+    /// [`OutQueue::send_with`] without waiting: Some(Ok) queued, Some(Err) closed, None
+    /// full (`build` is kept).
+    pub fn try_send_with(
+        &self,
+        build: &mut Option<impl FnOnce(&mut Vec<u8>)>,
+    ) -> Option<Result<(), Closed>> {
+        self.try_append(build, QUEUE_LIMIT)
     }
 
     /// Queues one payload (copied).
@@ -220,8 +239,8 @@ pub struct Member {
     pub enc: AesCbcEncryptor,
     /// The frames its sessions (and its reader: pongs, closes) queued.
     pub queue: Arc<OutQueue>,
-    /// False once the connection is dead; the group drops it at its next pass.
-    pub alive: Arc<AtomicBool>,
+    /// Dead once the connection is; the group drops it at its next pass.
+    pub health: Arc<Health>,
 }
 
 /// A member inside its group.
@@ -234,10 +253,53 @@ struct Slot {
     encrypted: usize,
     ping_due: bool,
     ping_id: i64,
+    /// When the oldest ping not yet answered was queued.
+    ping_out: Option<Instant>,
+    /// The last write that moved bytes (or when there was nothing to write).
+    progress: Instant,
     failed: bool,
+    /// Why it failed, for the log.
+    why: Option<String>,
 }
 
 impl Slot {
+    fn new(m: Member) -> Slot {
+        Slot {
+            m,
+            out: Vec::new(),
+            sent: 0,
+            encrypted: 0,
+            ping_due: false,
+            ping_id: rand::random::<i64>() & i64::MAX,
+            ping_out: None,
+            progress: Instant::now(),
+            failed: false,
+            why: None,
+        }
+    }
+
+    fn fail(&mut self, why: String) {
+        self.failed = true;
+        self.why.get_or_insert(why);
+    }
+
+    /// At each ping tick: a ping unanswered, or bytes waiting that the ME has not read,
+    /// for `dead_after` mean the ME stopped reading.
+    fn check(&mut self, now: Instant, dead_after: Duration) {
+        if let Some(t) = self.ping_out {
+            if self.m.health.pong_since(t) {
+                self.ping_out = None;
+            } else if now.saturating_duration_since(t) > dead_after {
+                self.fail(format!("no RPC_PONG for {dead_after:?}"));
+            }
+        }
+        if self.idle() {
+            self.progress = now;
+        } else if now.saturating_duration_since(self.progress) > dead_after {
+            self.fail(format!("the ME read nothing for {dead_after:?}"));
+        }
+    }
+
     fn idle(&self) -> bool {
         self.sent == self.out.len()
     }
@@ -251,11 +313,18 @@ impl Slot {
     fn flush(&mut self, cx: &mut Context<'_>) {
         while self.sent < self.encrypted {
             match Pin::new(&mut self.m.wr).poll_write(cx, &self.out[self.sent..self.encrypted]) {
-                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                    self.failed = true;
+                Poll::Ready(Ok(0)) => {
+                    self.fail("write returned 0".into());
                     return;
                 }
-                Poll::Ready(Ok(n)) => self.sent += n,
+                Poll::Ready(Err(e)) => {
+                    self.fail(format!("write: {e}"));
+                    return;
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.sent += n;
+                    self.progress = Instant::now();
+                }
                 Poll::Pending => return,
             }
         }
@@ -279,12 +348,15 @@ impl Slot {
         });
         match self.m.queue.poll_take(cx, &mut self.out, ping) {
             Poll::Ready(Ok(())) => {
+                if ping.is_some() {
+                    self.ping_out.get_or_insert_with(Instant::now);
+                }
                 self.ping_due = false;
                 pad_to_block(&mut self.out, 0);
                 true
             }
             Poll::Ready(Err(Closed)) => {
-                self.failed = true;
+                self.fail("its queue was closed".into());
                 true
             }
             // Nothing queued (a due ping would have been).
@@ -303,6 +375,10 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         self.m.queue.close();
+        let why = self.why.take();
+        self.m
+            .health
+            .kill(why.unwrap_or_else(|| "its writer dropped it".into()));
     }
 }
 
@@ -319,7 +395,7 @@ pub struct GroupRef {
 }
 
 impl GroupRef {
-    /// Asks the group to drop its dead members (after [`Member::alive`] went false).
+    /// Asks the group to drop its dead members (after [`Member::health`] was killed).
     pub fn sweep(&self) {
         let _ = self.ctl.send(Ctl::Sweep);
     }
@@ -334,6 +410,7 @@ struct Group {
 pub struct Writers {
     groups: Mutex<Vec<Group>>,
     ping_interval: Duration,
+    dead_after: Duration,
 }
 
 impl std::fmt::Debug for Writers {
@@ -343,11 +420,14 @@ impl std::fmt::Debug for Writers {
 }
 
 impl Writers {
-    /// No writer task yet; each sends an RPC_PING on every connection each `ping_interval`.
+    /// No writer task yet; each sends an RPC_PING on every connection each `ping_interval`
+    /// and declares dead a connection that leaves one unanswered (or its bytes unread)
+    /// for [`super::health::dead_after`] that interval.
     pub fn new(ping_interval: Duration) -> Arc<Writers> {
         Arc::new(Writers {
             groups: Mutex::new(Vec::new()),
             ping_interval,
+            dead_after: super::health::dead_after(ping_interval),
         })
     }
 
@@ -360,7 +440,8 @@ impl Writers {
             None => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 let members = Arc::new(AtomicUsize::new(0));
-                tokio::spawn(run(rx, members.clone(), self.ping_interval));
+                let timing = (self.ping_interval, self.dead_after);
+                tokio::spawn(run(rx, members.clone(), timing));
                 groups.push(Group {
                     handle: GroupRef { ctl: tx },
                     members,
@@ -375,13 +456,17 @@ impl Writers {
 }
 
 /// One group task: runs until every [`GroupRef`] and the [`Writers`] entry are gone.
-async fn run(ctl: mpsc::UnboundedReceiver<Ctl>, count: Arc<AtomicUsize>, ping: Duration) {
+async fn run(
+    ctl: mpsc::UnboundedReceiver<Ctl>,
+    count: Arc<AtomicUsize>,
+    (ping, dead_after): (Duration, Duration),
+) {
     let mut ctl = Some(ctl);
     let mut slots: Vec<Slot> = Vec::new();
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + ping, ping);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        poll_fn(|cx| pass(cx, &mut ctl, &mut slots, &mut ticker)).await;
+        poll_fn(|cx| pass(cx, &mut ctl, &mut slots, &mut ticker, dead_after)).await;
         if ctl.is_none() && slots.is_empty() {
             return;
         }
@@ -393,16 +478,17 @@ async fn run(ctl: mpsc::UnboundedReceiver<Ctl>, count: Arc<AtomicUsize>, ping: D
         if ready > 0 && ready < slots.len() {
             tokio::task::yield_now().await;
             poll_fn(|cx| {
-                let _ = pass(cx, &mut ctl, &mut slots, &mut ticker);
+                let _ = pass(cx, &mut ctl, &mut slots, &mut ticker, dead_after);
                 Poll::Ready(())
             })
             .await;
         }
         let before = slots.len();
         slots.retain(|s| {
-            let keep = !s.failed && s.m.alive.load(Relaxed);
+            let keep = !s.failed && s.m.health.is_alive();
             if !keep {
-                debug!("ME conn {}: leaves its writer", s.m.id);
+                let why = s.why.as_deref().unwrap_or("dead");
+                debug!("ME conn {}: leaves its writer ({why})", s.m.id);
             }
             keep
         });
@@ -443,19 +529,12 @@ fn pass(
     ctl: &mut Option<mpsc::UnboundedReceiver<Ctl>>,
     slots: &mut Vec<Slot>,
     ticker: &mut tokio::time::Interval,
+    dead_after: Duration,
 ) -> Poll<()> {
     let mut work = false;
     while let Some(rx) = ctl.as_mut() {
         match rx.poll_recv(cx) {
-            Poll::Ready(Some(Ctl::Join(m))) => slots.push(Slot {
-                m: *m,
-                out: Vec::new(),
-                sent: 0,
-                encrypted: 0,
-                ping_due: false,
-                ping_id: rand::random::<i64>() & i64::MAX,
-                failed: false,
-            }),
+            Poll::Ready(Some(Ctl::Join(m))) => slots.push(Slot::new(*m)),
             Poll::Ready(Some(Ctl::Sweep)) => work = true,
             Poll::Ready(None) => {
                 *ctl = None;
@@ -465,7 +544,9 @@ fn pass(
         }
     }
     if ticker.poll_tick(cx).is_ready() {
+        let now = Instant::now();
         for s in slots.iter_mut() {
+            s.check(now, dead_after);
             s.ping_due = true;
         }
     }
@@ -544,8 +625,8 @@ mod tests {
         p.len() == ping.len() && p[..4] == ping[..4]
     }
 
-    /// A connected member (its queue, its alive flag) and the ME's end.
-    async fn member(id: u64) -> (Member, Arc<OutQueue>, Arc<AtomicBool>, Peer) {
+    /// A connected member (its queue, its health) and the ME's end.
+    async fn member(id: u64) -> (Member, Arc<OutQueue>, Arc<Health>, Peer) {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let ours = TcpStream::connect(l.local_addr().unwrap()).await.unwrap();
         let (theirs, _) = l.accept().await.unwrap();
@@ -553,13 +634,13 @@ mod tests {
         let iv = [id as u8 + 7; 16];
         let (_, wr) = ours.into_split();
         let queue = OutQueue::new(FrameEncoder::new());
-        let alive = Arc::new(AtomicBool::new(true));
+        let health = Arc::new(Health::new());
         let m = Member {
             id,
             wr,
             enc: AesCbcEncryptor::new(&key, &iv),
             queue: queue.clone(),
-            alive: alive.clone(),
+            health: health.clone(),
         };
         let peer = Peer {
             s: theirs,
@@ -568,16 +649,13 @@ mod tests {
             buf: Vec::new(),
             plain: 0,
         };
-        (m, queue, alive, peer)
+        (m, queue, health, peer)
     }
 
-    /// A member joined to `writers`: its group, queue, alive flag and the ME's end.
-    async fn joined(
-        writers: &Writers,
-        id: u64,
-    ) -> (GroupRef, Arc<OutQueue>, Arc<AtomicBool>, Peer) {
-        let (m, queue, alive, peer) = member(id).await;
-        (writers.join(m), queue, alive, peer)
+    /// A member joined to `writers`: its group, queue, health and the ME's end.
+    async fn joined(writers: &Writers, id: u64) -> (GroupRef, Arc<OutQueue>, Arc<Health>, Peer) {
+        let (m, queue, health, peer) = member(id).await;
+        (writers.join(m), queue, health, peer)
     }
 
     fn payload(conn: u64, i: usize, len: usize) -> Vec<u8> {
@@ -636,15 +714,7 @@ mod tests {
     #[tokio::test]
     async fn a_batch_not_yet_encrypted_takes_what_was_queued_since() {
         let (m, q, _, mut peer) = member(1).await;
-        let mut slot = Slot {
-            m,
-            out: Vec::new(),
-            sent: 0,
-            encrypted: 0,
-            ping_due: false,
-            ping_id: 0,
-            failed: false,
-        };
+        let mut slot = Slot::new(m);
         let (a, b, c) = (payload(1, 0, 20), payload(1, 1, 36), payload(1, 2, 8));
         let big = payload(1, 3, TAKE_MORE_MAX + 4);
         async fn write_all(slot: &mut Slot) {
@@ -690,15 +760,9 @@ mod tests {
         let mut slots = Vec::new();
         for (id, blocks) in [(1u64, 300usize), (2, 100), (3, 0)] {
             let (m, _, _, _) = member(id).await;
-            slots.push(Slot {
-                m,
-                out: payload(id, 0, blocks * 16),
-                sent: 0,
-                encrypted: 0,
-                ping_due: false,
-                ping_id: 0,
-                failed: false,
-            });
+            let mut slot = Slot::new(m);
+            slot.out = payload(id, 0, blocks * 16);
+            slots.push(slot);
         }
         let want: Vec<Vec<u8>> = slots
             .iter()
@@ -786,11 +850,11 @@ mod tests {
     #[tokio::test]
     async fn a_dead_connection_leaves_its_group_and_its_socket_closes() {
         let writers = Writers::new(Duration::from_secs(3600));
-        let (group, a_tx, a_alive, mut a_peer) = joined(&writers, 1).await;
+        let (group, a_tx, a_health, mut a_peer) = joined(&writers, 1).await;
         let (_, b_tx, _, mut b_peer) = joined(&writers, 2).await;
         a_tx.send(&payload(1, 0, 40)).await.unwrap();
         assert_eq!(a_peer.next_data().await.unwrap(), payload(1, 0, 40));
-        a_alive.store(false, Relaxed);
+        a_health.kill("the reader ended");
         group.sweep();
         assert!(a_peer.next().await.is_none(), "the ME sees the close");
         // Its queue is gone: sessions still holding the sender learn it.
@@ -829,5 +893,41 @@ mod tests {
         assert!(dropped, "the writer kept a connection whose writes fail");
         b_tx.send(&payload(2, 0, 40)).await.unwrap();
         assert_eq!(b_peer.next_data().await.unwrap(), payload(2, 0, 40));
+    }
+
+    /// An ME that reads but never answers our pings is declared dead after
+    /// `dead_after`; one that answers stays up.
+    #[tokio::test]
+    async fn an_me_that_answers_no_ping_is_declared_dead() {
+        let writers = Writers::new(Duration::from_millis(100));
+        let (_, _, mute, mut mute_peer) = joined(&writers, 1).await;
+        let (_, _, answering, mut answering_peer) = joined(&writers, 2).await;
+        // Both MEs read everything; only the second answers (its reader sees each pong).
+        tokio::spawn(async move { while mute_peer.next().await.is_some() {} });
+        let h = answering.clone();
+        tokio::spawn(async move {
+            while let Some(p) = answering_peer.next().await {
+                if is_ping(&p) {
+                    h.pong();
+                }
+            }
+        });
+        let why = tokio::time::timeout(Duration::from_secs(20), mute.died())
+            .await
+            .expect("a mute ME was never declared dead");
+        assert!(why.contains("RPC_PONG"), "{why}");
+        assert!(answering.is_alive());
+    }
+
+    /// The reader's control frames stop at the cap: the ME is not reading them.
+    #[test]
+    fn control_frames_stop_at_the_cap() {
+        let q = OutQueue::new(FrameEncoder::new());
+        let mut pushed = 0;
+        while q.push(|b| ops::build_pong(b, 1)) {
+            pushed += 1;
+            assert!(pushed <= CONTROL_CAP / 24 + 1, "no cap");
+        }
+        assert!(pushed >= CONTROL_CAP / 24 - 1);
     }
 }

@@ -147,3 +147,15 @@ impl Drop for MeFiles {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Polls `/stats` until `key` is under `below` or `limit` passes; the last value.
+pub async fn wait_stat_below(port: u16, key: &str, below: u64, limit: Duration) -> u64 {
+    let end = tokio::time::Instant::now() + limit;
+    loop {
+        let v = stat(&stats_page(port).await, key);
+        if v < below || tokio::time::Instant::now() >= end {
+            return v;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
