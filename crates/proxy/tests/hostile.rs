@@ -420,12 +420,12 @@ async fn sessions_waiting_on_an_me_that_stopped_reading_end_with_their_clients_a
     still_served(&mut others, 3).await;
 }
 
-/// Item 4, the connection: ME connection number `stuck` of a proxy pinging every 0.5 s
+/// Item 4, the connection: an ME connection of a proxy pinging every `ping_interval`
 /// stops reading (and floods pings if `ping_flood`). The proxy declares it dead, closes
 /// its sessions and redials; the sessions on other connections and every new session are
 /// served; memory stays bounded. Returns the proxy's log line saying why.
-async fn stops_reading(ping_flood: bool) -> String {
-    let rig = MeRig::start(&["--ping-interval", "0.5"]).await;
+async fn stops_reading(ping_interval: &str, ping_flood: bool) -> String {
+    let rig = MeRig::start(&["--ping-interval", ping_interval]).await;
     let peak = PeakRss::watch(rig.pid());
     let base = probe::rss(rig.pid());
     let (stuck, clients) = bound_clients(&rig, 24).await;
@@ -472,17 +472,18 @@ async fn stops_reading(ping_flood: bool) -> String {
 }
 
 /// Item 4: an ME connection that stops reading and floods pings: the pongs queued for it
-/// reach the control cap first.
+/// reach the control cap (long before the 30 s of unanswered pings at the default
+/// --ping-interval).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_me_that_stops_reading_and_floods_pings_is_declared_dead_and_redialled() {
-    let why = stops_reading(true).await;
+    let why = stops_reading("5", true).await;
     assert!(why.contains("does not read"), "{why}");
 }
 
 /// Item 4: an ME connection that just stops reading: the proxy's own pings go
-/// unanswered.
+/// unanswered (for 3 s at --ping-interval 0.5).
 #[tokio::test(flavor = "multi_thread")]
 async fn an_me_that_stops_reading_is_declared_dead_when_its_pongs_stop() {
-    let why = stops_reading(false).await;
+    let why = stops_reading("0.5", false).await;
     assert!(why.contains("RPC_PONG"), "{why}");
 }

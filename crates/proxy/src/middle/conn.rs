@@ -78,7 +78,14 @@ pub struct MeConn {
     sessions: Mutex<HashMap<i64, Arc<Inbox>>>,
     /// Shared with the connection's writer.
     health: Arc<Health>,
+    /// The sessions most recently told closed: answers still arriving for one of them
+    /// bring no second RPC_CLOSE_CONN (C sends one per answer; a flood of answers for a
+    /// closed session would flood the queue towards the ME with closes).
+    told_closed: Mutex<std::collections::VecDeque<i64>>,
 }
+
+/// How many closed sessions a connection remembers (see `told_closed`).
+const TOLD_CLOSED: usize = 256;
 
 impl MeConn {
     pub fn is_alive(&self) -> bool {
@@ -124,6 +131,16 @@ impl MeConn {
     /// Tells the ME that the client of `conn_id` went away (at once: also from the reader,
     /// which must not wait for the writer).
     pub fn close_session(&self, conn_id: i64) {
+        {
+            let mut told = self.told_closed.lock().expect("told closed");
+            if told.contains(&conn_id) {
+                return;
+            }
+            if told.len() == TOLD_CLOSED {
+                told.pop_front();
+            }
+            told.push_back(conn_id);
+        }
         self.control(|p| ops::build_close_conn(p, conn_id));
     }
 
@@ -303,6 +320,7 @@ pub async fn establish(
         target,
         out: out.clone(),
         sessions: Mutex::new(HashMap::new()),
+        told_closed: Mutex::new(std::collections::VecDeque::new()),
         health: Arc::new(Health::new()),
     });
     let writer = ident.writers.join(Member {
