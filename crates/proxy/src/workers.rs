@@ -56,6 +56,7 @@ pub fn worker_env() -> Option<WorkerEnv> {
         .into_iter()
         .map(|fd| unsafe { std::net::TcpListener::from_raw_fd(fd) })
         .collect();
+    // SAFETY: as above: the control socket the master passed us, owned by nothing else.
     let control = unsafe { std::os::unix::net::UnixStream::from_raw_fd(ctl) };
     Some(WorkerEnv {
         id,

@@ -176,6 +176,7 @@ async fn user_option_drops_privileges_after_binding() {
         let _ = TcpStream::connect(proxy.addr()).await.unwrap();
     } else {
         // Not root: -u is ignored, as C does.
+        // SAFETY: getuid has no preconditions and cannot fail.
         let me = unsafe { libc::getuid() }.to_string();
         assert!(
             uid_line.split_whitespace().skip(1).all(|u| u == me),

@@ -9,6 +9,12 @@
 //! - [`transport`]: the abridged, intermediate and padded-intermediate framings.
 //! - [`secret`]: secrets as typed by operators and clients, and `tg://` links.
 //! - [`rpc`]: the middle-end RPC protocol (frames, CBC, nonce, KDF, handshake, operations).
+//! - [`tls`]: fake TLS, the checks and messages of both sides.
+//!
+//! No `unsafe` here: the ciphers (aws-lc calls and our AES kernels) are the
+//! `mtproxy-crypto` crate's.
+
+#![forbid(unsafe_code)]
 
 pub mod crypto;
 pub mod obfs2;

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use md5::{Digest as _, Md5};
 use sha1::Sha1;
 
-use super::cbc::{AesCbcDecryptor, AesCbcEncryptor};
+use mtproxy_crypto::{AesCbcDecryptor, AesCbcEncryptor};
 
 /// Which end of the link we are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

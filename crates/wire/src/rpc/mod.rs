@@ -4,7 +4,8 @@
 //! fake ME the *server*):
 //! - [`frame`]: `len ‖ seq ‖ payload ‖ crc` packets, CRC32 then CRC32C, padding words, the
 //!   sequence numbers (§1.3).
-//! - [`cbc`]: one continuous AES-256-CBC stream per direction (§1.4).
+//! - CBC ([`AesCbcEncryptor`], [`AesCbcDecryptor`], from `mtproxy-crypto`): one
+//!   continuous AES-256-CBC stream per direction (§1.4).
 //! - [`nonce`]: the plaintext RPC_NONCE exchange and its checks (§1.5).
 //! - [`kdf`]: keys and IVs from the nonces, timestamp, addresses and proxy secret (§1.6).
 //! - [`handshake`]: process ids, RPC_HANDSHAKE both ways and its checks (§1.7).
@@ -16,7 +17,7 @@
 //!    plaintext.
 //! 2. The ME's nonce frame: [`frame::FrameDecoder::decode`] then [`nonce::check_me_nonce`].
 //! 3. [`kdf::derive_keys`] with [`kdf::Role::Client`]; everything after this is
-//!    [`cbc`]-encrypted, outgoing bytes padded with [`frame::pad_to_block`] before each
+//!    CBC-encrypted, outgoing bytes padded with [`frame::pad_to_block`] before each
 //!    encryption.
 //! 4. [`handshake::proxy_handshake`] out (seq −1), the ME's answer through
 //!    [`handshake::check_me_handshake`]; if it says CRC32C, call `switch_crc` on both the
@@ -27,7 +28,6 @@
 //! session tables, NAT tables (callers translate addresses before handing them in), random
 //! nonces and clocks (callers pass them in).
 
-pub mod cbc;
 pub mod frame;
 pub mod handshake;
 pub mod kdf;
@@ -37,10 +37,10 @@ pub mod ops;
 #[cfg(test)]
 mod session_tests;
 
-pub use cbc::{encrypt_many, AesCbcDecryptor, AesCbcEncryptor};
 pub use frame::{leading_padding, pad_to_block, CrcKind, FrameDecoder, FrameEncoder, RpcError};
 pub use handshake::{Handshake, HandshakeError, ProcessId};
 pub use kdf::{derive_keys, CbcKeyIv, KdfInput, Purpose, Role, RpcKeys};
+pub use mtproxy_crypto::{encrypt_many, AesCbcDecryptor, AesCbcEncryptor};
 pub use nonce::{NonceError, NoncePacket};
 pub use ops::{classify_client_packet, Forward, MeOp, ProxyOp, ProxyReq, ReqParams};
 

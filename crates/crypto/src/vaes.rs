@@ -35,7 +35,7 @@ pub(crate) fn cpu_has() -> bool {
 /// The round keys broadcast to all four 128-bit lanes.
 #[target_feature(enable = "avx512f,avx512bw,vaes")]
 #[inline]
-unsafe fn schedule(rk: &RoundKeys) -> [__m512i; 15] {
+fn schedule(rk: &RoundKeys) -> [__m512i; 15] {
     let mut k = [_mm512_setzero_si512(); 15];
     for (i, slot) in k.iter_mut().enumerate() {
         // SAFETY: i < 15, so the 16 bytes at word 4i lie inside the 60-word array.

@@ -45,32 +45,41 @@ pub(crate) unsafe fn cbc_encrypt<const N: usize>(lanes: &mut [Lane], blocks: usi
     let mut rk = [std::ptr::null::<__m128i>(); N];
     let mut p = [std::ptr::null_mut::<__m128i>(); N];
     for i in 0..N {
+        // SAFETY: `iv` is a 16-byte array; an unaligned load.
         s[i] = unsafe { _mm_loadu_si128(lanes[i].iv.as_ptr() as *const __m128i) };
         rk[i] = lanes[i].rk as *const __m128i;
         p[i] = lanes[i].p as *mut __m128i;
     }
-    // SAFETY (every load and store below): round key r of lane i is 16 bytes at word 4r,
-    // r < 15, inside the 60 words; block b < `blocks` of lane i is inside its range.
+    // Every load and store below: round key r of lane i is 16 bytes at word 4r, r < 15,
+    // inside the 60 words; block b < `blocks` of lane i is inside its range (the caller's
+    // guarantees).
     for b in 0..blocks {
         for i in 0..N {
+            // SAFETY: block b of lane i is inside its range.
             let x = unsafe { _mm_loadu_si128(p[i].add(b)) };
+            // SAFETY: round key 0 of lane i, inside its 60 words.
             let k0 = unsafe { _mm_loadu_si128(rk[i]) };
             s[i] = _mm_xor_si128(_mm_xor_si128(s[i], x), k0);
         }
         for r in 1..14 {
             for i in 0..N {
+                // SAFETY: round key r < 14 of lane i, inside its 60 words.
                 let k = unsafe { _mm_loadu_si128(rk[i].add(r)) };
                 s[i] = _mm_aesenc_si128(s[i], k);
             }
         }
         for i in 0..N {
+            // SAFETY: round key 14 of lane i, the last 16 bytes of its 60 words.
             let k = unsafe { _mm_loadu_si128(rk[i].add(14)) };
             s[i] = _mm_aesenclast_si128(s[i], k);
+            // SAFETY: block b of lane i is inside its range, which no other lane's overlaps.
             unsafe { _mm_storeu_si128(p[i].add(b), s[i]) };
         }
     }
     for i in 0..N {
+        // SAFETY: `iv` is a 16-byte array; an unaligned store.
         unsafe { _mm_storeu_si128(lanes[i].iv.as_mut_ptr() as *mut __m128i, s[i]) };
+        // SAFETY: the lane's range is `16 * blocks` bytes from `p`: one past its end at most.
         lanes[i].p = unsafe { lanes[i].p.add(16 * blocks) };
     }
 }

@@ -1,5 +1,5 @@
-//! Crypto choices on this CPU: what the proxy uses (`mtproto_wire::crypto::AesCtr` and
-//! `mtproto_wire::rpc::cbc`, on aws-lc-sys; RustCrypto `sha2`/`hmac` for hashing) against
+//! Crypto choices on this CPU: what the proxy uses (`mtproxy_crypto::AesCtr` and the CBC
+//! chains, on aws-lc-sys and our kernels; RustCrypto `sha2`/`hmac` for hashing) against
 //! RustCrypto's `aes`/`ctr` (what the proxy used before) and aws-lc-rs's safe API, for every
 //! primitive on the proxy's data and handshake paths.
 //!
@@ -18,7 +18,7 @@
 //! machines are shared, and time spent preempted by other processes is not the cipher's.
 //! Throughputs are therefore per CPU-second of one core.
 //!
-//! `cargo bench -p mtproto-wire --bench crypto`; results and the decision are in
+//! `cargo bench -p mtproxy-crypto --bench crypto`; results and the decision are in
 //! docs/performance.md.
 
 use std::hint::black_box;
@@ -32,8 +32,7 @@ use aws_lc_rs::iv::FixedLength;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use hmac::{Hmac, Mac};
-use mtproto_wire::crypto::AesCtr;
-use mtproto_wire::rpc::{encrypt_many, AesCbcDecryptor, AesCbcEncryptor};
+use mtproxy_crypto::{encrypt_many, AesCbcDecryptor, AesCbcEncryptor, AesCtr};
 use sha2::{Digest, Sha256};
 
 /// CPU time of the calling thread.

@@ -1,23 +1,26 @@
 //! AES-256-CBC as the ME link uses it (spec backend-ops.md §1.4): one continuous stream per
 //! direction, no per-packet IV, chaining carried across every call. Only whole 16-byte
 //! blocks are processed; the caller keeps any partial tail for the next call (senders pad
-//! their output with [`super::frame::pad_to_block`] so there is none on the way out).
+//! their output to whole blocks, `mtproto_wire::rpc::pad_to_block`, so there is none on the
+//! way out).
 //!
 //! Not a general crypto wrapper: no padding schemes, no authentication (the frames carry a
-//! CRC, which is all the protocol has). Keys come from [`super::kdf`].
+//! CRC, which is all the protocol has). Keys come from `mtproto_wire::rpc::kdf`.
 
 use aws_lc_sys::{AES_cbc_encrypt, AES_set_decrypt_key, AES_set_encrypt_key, AES_DECRYPT};
 use aws_lc_sys::{AES_ENCRYPT, AES_KEY};
 
 #[cfg(target_arch = "x86_64")]
-use crate::crypto::{lanes, vaes};
+use crate::select::{kernel_decided, lanes_allowed, vaes_allowed};
+#[cfg(target_arch = "x86_64")]
+use crate::{lanes, vaes};
 
 /// Whether CBC decryption uses the VAES kernel: allowed (CPU, environment) and the
 /// kernel gives aws-lc's bytes and chain for a test stream. Decided once.
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn vaes_decrypt_usable() -> bool {
     static USE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-    crate::crypto::kernel_decided(&USE, crate::crypto::vaes_allowed, vaes_decrypt_self_test)
+    kernel_decided(&USE, vaes_allowed, vaes_decrypt_self_test)
 }
 
 /// Whether [`encrypt_many`] interleaves chains on the AES-NI kernel: allowed (CPU,
@@ -26,7 +29,7 @@ pub(crate) fn vaes_decrypt_usable() -> bool {
 #[cfg(target_arch = "x86_64")]
 pub(crate) fn lanes_usable() -> bool {
     static USE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
-    crate::crypto::kernel_decided(&USE, crate::crypto::lanes_allowed, lanes_self_test)
+    kernel_decided(&USE, lanes_allowed, lanes_self_test)
 }
 
 /// `MAX_LANES + 1` chains of different keys, IVs and lengths (so every lane count from
@@ -351,7 +354,7 @@ mod tests {
 
     proptest! {
         /// `encrypt_many` (interleaved chains where the CPU has AES-NI; that it is in use
-        /// is checked in `crypto::tests::kernels_in_use_where_the_cpu_has_them`) against
+        /// is checked in `select::tests::kernels_in_use_where_the_cpu_has_them`) against
         /// each encryptor alone: bytes, partial tails left alone, positions, and the chains
         /// carry on the same.
         #[test]
@@ -387,7 +390,7 @@ mod tests {
 
     /// Decryption through `decrypt` (the VAES kernel for whole chunks where the CPU has
     /// it) against aws-lc alone, for lengths around the chunk, split in two calls. That the
-    /// kernel is in use is checked in `crypto::tests::kernels_in_use_where_the_cpu_has_them`.
+    /// kernel is in use is checked in `select::tests::kernels_in_use_where_the_cpu_has_them`.
     #[test]
     fn decryption_matches_aws_lc_for_any_split() {
         let (key, iv) = kiv();
