@@ -234,7 +234,12 @@ impl Reader {
 
     /// Reads until one more whole frame has arrived (needs `check`).
     pub async fn recv_frame(&mut self) -> io::Result<()> {
-        let want = self.walker.frames + 1;
+        self.recv_frames(1).await
+    }
+
+    /// Reads until `n` more whole frames have arrived (needs `check`).
+    pub async fn recv_frames(&mut self, n: u64) -> io::Result<()> {
+        let want = self.walker.frames + n;
         while self.walker.frames < want {
             if self.walker.bad > 0 {
                 return Err(io::Error::new(
@@ -329,9 +334,20 @@ pub async fn round_trip(
     w: &mut Writer,
     frame: &[u8],
 ) -> io::Result<std::time::Duration> {
+    round_trip_frames(r, w, frame, 1).await
+}
+
+/// `frames` (framed stream bytes, `n` frames) out in one write, `n` whole frames back; the
+/// time until the last one arrived.
+pub async fn round_trip_frames(
+    r: &mut Reader,
+    w: &mut Writer,
+    frames: &[u8],
+    n: usize,
+) -> io::Result<std::time::Duration> {
     let t0 = std::time::Instant::now();
-    w.send(frame).await?;
-    r.recv_frame().await?;
+    w.send(frames).await?;
+    r.recv_frames(n as u64).await?;
     Ok(t0.elapsed())
 }
 

@@ -31,6 +31,7 @@ pub mod client;
 pub mod fakes;
 pub mod floor;
 pub mod opts;
+pub mod pipelined;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
@@ -41,6 +42,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use opts::{Opts, Scenario};
+use pipelined::PipeRow;
 use report::{num, ratio, Json, Table};
 use scenarios::{HsRow, IdleRow, LatRow, Parts, TputRow};
 use sys::Cpu;
@@ -55,6 +57,8 @@ struct Results {
     idle: Vec<(Target, Res<IdleRow>)>,
     hs: Vec<(Target, Res<HsRow>)>,
     lat: Vec<(Target, Res<LatRow>)>,
+    pipe: Vec<(Target, usize, Res<PipeRow>)>,
+    lat_loaded: Vec<(Target, Res<LatRow>)>,
 }
 
 impl Results {
@@ -63,6 +67,8 @@ impl Results {
             + self.idle.iter().filter(|r| r.1.is_err()).count()
             + self.hs.iter().filter(|r| r.1.is_err()).count()
             + self.lat.iter().filter(|r| r.1.is_err()).count()
+            + self.pipe.iter().filter(|r| r.2.is_err()).count()
+            + self.lat_loaded.iter().filter(|r| r.1.is_err()).count()
     }
 }
 
@@ -169,20 +175,43 @@ fn run(opts: Opts) -> Result<usize, String> {
                     }
                     res.hs.push((t.clone(), r));
                 }
-                Scenario::Latency => {
-                    let r = scenarios::latency(&env, t);
+                Scenario::Latency | Scenario::LatencyLoaded => {
+                    let loaded = *sc == Scenario::LatencyLoaded;
+                    let r = scenarios::latency(&env, t, loaded);
+                    let label = if loaded { "lat-loaded" } else { "latency" };
                     match &r {
                         Ok(row) => eprintln!(
-                            "latency     {:<22} p50 {:.0} µs, p99 {:.0} µs (+{:.0} / +{:.0})",
+                            "{label:<11} {:<22} p50 {:.0} µs, p99 {:.0} µs (+{:.0} / +{:.0})",
                             t.name,
                             row.p50,
                             row.p99,
                             row.added_p50(),
                             row.added_p99()
                         ),
-                        Err(e) => eprintln!("latency     {}: FAILED: {e}", t.name),
+                        Err(e) => eprintln!("{label:<11} {}: FAILED: {e}", t.name),
                     }
-                    res.lat.push((t.clone(), r));
+                    let into = if loaded {
+                        &mut res.lat_loaded
+                    } else {
+                        &mut res.lat
+                    };
+                    into.push((t.clone(), r));
+                }
+                Scenario::Pipelined => {
+                    for (n, r) in pipelined::pipelined(&env, t) {
+                        match &r {
+                            Ok(row) => eprintln!(
+                                "pipelined   {:<22} {:>4} conns: {:>6.2} Gbit/s, {:.3} CPU s/GB, {:.0} µs/window p50",
+                                t.name,
+                                n,
+                                row.gbit_s(),
+                                row.per_gb(),
+                                row.p50_us
+                            ),
+                            Err(e) => eprintln!("pipelined   {} {n} conns: FAILED: {e}", t.name),
+                        }
+                        res.pipe.push((t.clone(), n, r));
+                    }
                 }
             }
             let _ = t0;
@@ -397,40 +426,122 @@ fn render_tables(o: &Opts, res: &Results, baselines: &[String], wall: f64) -> St
         out.push('\n');
     }
 
-    if !res.lat.is_empty() {
-        let mut t = table(
-            &format!(
-                "latency: {} round trips of {} B, one at a time, interleaved with the same straight to the DC (µs)",
-                o.lat_rounds, o.lat_packet
-            ),
-            with_ratios(
-                &["target", "p50", "p99", "straight p50", "straight p99", "added p50", "added p99"],
-                &[],
-            ),
-        );
-        for (tg, r) in &res.lat {
-            let mut row = vec![tg.name.clone()];
-            match r {
-                Ok(v) => {
-                    row.extend([
-                        num(v.p50),
-                        num(v.p99),
-                        num(v.straight_p50),
-                        num(v.straight_p99),
-                        num(v.added_p50()),
-                        num(v.added_p99()),
-                    ]);
-                    let rs = ratios(&res.lat, baselines, lat_p99, lat_p99(r));
-                    row.extend(rs.iter().map(|(_, v)| ratio(*v)));
-                }
-                Err(e) => row.push(format!("error: {}", first_line(e))),
+    if !res.pipe.is_empty() {
+        out.push_str(&pipe_table(o, res, baselines).render());
+        out.push('\n');
+    }
+    let lat_title = |what: &str| {
+        format!(
+            "{what}: {} round trips of {} B{}, one at a time, interleaved with the same straight to the DC (µs)",
+            o.lat_rounds,
+            o.lat_packet,
+            if what == "latency" { String::new() } else { format!(" sent right behind a {} B frame, timed to its echo", o.packet) },
+        )
+    };
+    for (what, rows) in [
+        ("latency", &res.lat),
+        ("latency with data in flight", &res.lat_loaded),
+    ] {
+        if !rows.is_empty() {
+            let mut t = table(&lat_title(what), with_ratios(&LAT_HEAD, &[]));
+            for (tg, r) in rows {
+                t.row(lat_row(tg, r, rows, baselines));
             }
-            t.row(row);
+            out.push_str(&t.render());
+            out.push_str("(latency ratios compare the added p99)\n");
         }
-        out.push_str(&t.render());
-        out.push_str("(latency ratios compare the added p99)\n");
     }
     out
+}
+
+const LAT_HEAD: [&str; 7] = [
+    "target",
+    "p50",
+    "p99",
+    "straight p50",
+    "straight p99",
+    "added p50",
+    "added p99",
+];
+
+/// One latency table row, with its ratios against the baselines among `rows`.
+fn lat_row(
+    tg: &Target,
+    r: &Res<LatRow>,
+    rows: &[(Target, Res<LatRow>)],
+    baselines: &[String],
+) -> Vec<String> {
+    let mut row = vec![tg.name.clone()];
+    match r {
+        Ok(v) => {
+            row.extend([
+                num(v.p50),
+                num(v.p99),
+                num(v.straight_p50),
+                num(v.straight_p99),
+                num(v.added_p50()),
+                num(v.added_p99()),
+            ]);
+            let rs = ratios(rows, baselines, lat_p99, lat_p99(r));
+            row.extend(rs.iter().map(|(_, v)| ratio(*v)));
+        }
+        Err(e) => row.push(format!("error: {}", first_line(e))),
+    }
+    row
+}
+
+fn pipe_cpu(r: &&Res<PipeRow>) -> Option<f64> {
+    r.as_ref().ok().map(PipeRow::per_gb)
+}
+
+/// The pipelined table: ratios of CPU per GB at the same connection count.
+fn pipe_table(o: &Opts, res: &Results, baselines: &[String]) -> Table {
+    let mut head: Vec<String> = [
+        "target",
+        "conns",
+        "Gbit/s",
+        "CPU s/GB",
+        "µs/window p50",
+        "µs/window p99",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    head.extend(baselines.iter().map(|b| format!("×{b}")));
+    head.push("broken".into());
+    let mut t = Table {
+        title: format!(
+            "pipelined: windows of {} × {} B frames, each window's echoes awaited before the next; CPU per 10^9 bytes (up + down)",
+            o.pipe_frames, o.packet
+        ),
+        head,
+        rows: Vec::new(),
+    };
+    for (tg, n, r) in &res.pipe {
+        let mut row = vec![tg.name.clone(), n.to_string()];
+        match r {
+            Ok(v) => {
+                row.extend([
+                    num(v.gbit_s()),
+                    num(v.per_gb()),
+                    num(v.p50_us),
+                    num(v.p99_us),
+                ]);
+                let same_n: Vec<(Target, &Res<PipeRow>)> = res
+                    .pipe
+                    .iter()
+                    .filter(|(_, c, _)| c == n)
+                    .map(|(t, _, r)| (t.clone(), r))
+                    .collect();
+                let rs = ratios(&same_n, baselines, pipe_cpu, pipe_cpu(&r));
+                row.extend(rs.iter().map(|(_, v)| ratio(*v)));
+                row.push(v.broken.to_string());
+            }
+            Err(e) => row.push(format!("error: {}", first_line(e))),
+        }
+        t.row(row);
+    }
+    t
 }
 
 fn target_json(t: &Target) -> Json {
@@ -483,6 +594,11 @@ fn to_json(o: &Opts, res: &Results, baselines: &[String], wall: f64) -> Json {
         .set("hs_parallel", o.hs_parallel)
         .set("lat_rounds", o.lat_rounds)
         .set("lat_packet", o.lat_packet)
+        .set(
+            "pipe_conns",
+            Json::Arr(o.pipe_conns.iter().map(|&c| c.into()).collect()),
+        )
+        .set("pipe_frames", o.pipe_frames)
         .set("maxconn", u64::from(o.maxconn()))
         .set("nofile", o.nofile);
     let err = |e: &String| Json::obj().set("error", e.as_str());
@@ -569,24 +685,45 @@ fn to_json(o: &Opts, res: &Results, baselines: &[String], wall: f64) -> Json {
             with_fields(target_json(t), extra)
         })
         .collect();
-    let lat: Vec<Json> = res
-        .lat
+    let lat_json = |rows: &[(Target, Res<LatRow>)]| -> Vec<Json> {
+        rows.iter()
+            .map(|(t, r)| {
+                let extra = match r {
+                    Ok(v) => Json::obj()
+                        .set("rounds", v.rounds)
+                        .set("p50_us", v.p50)
+                        .set("p99_us", v.p99)
+                        .set("straight_p50_us", v.straight_p50)
+                        .set("straight_p99_us", v.straight_p99)
+                        .set("added_p50_us", v.added_p50())
+                        .set("added_p99_us", v.added_p99())
+                        .set(
+                            "ratios_added_p99",
+                            ratio_json(&ratios(rows, baselines, lat_p99, lat_p99(r))),
+                        ),
+                    Err(e) => err(e),
+                };
+                with_fields(target_json(t), extra)
+            })
+            .collect()
+    };
+    let pipe: Vec<Json> = res
+        .pipe
         .iter()
-        .map(|(t, r)| {
+        .map(|(t, n, r)| {
             let extra = match r {
                 Ok(v) => Json::obj()
-                    .set("rounds", v.rounds)
-                    .set("p50_us", v.p50)
-                    .set("p99_us", v.p99)
-                    .set("straight_p50_us", v.straight_p50)
-                    .set("straight_p99_us", v.straight_p99)
-                    .set("added_p50_us", v.added_p50())
-                    .set("added_p99_us", v.added_p99())
-                    .set(
-                        "ratios_added_p99",
-                        ratio_json(&ratios(&res.lat, baselines, lat_p99, lat_p99(r))),
-                    ),
-                Err(e) => err(e),
+                    .set("conns", *n)
+                    .set("secs", v.secs)
+                    .set("windows", v.windows)
+                    .set("bytes", v.bytes)
+                    .set("gbit_s", v.gbit_s())
+                    .set("cpu_s_per_gb", v.per_gb())
+                    .set("window_p50_us", v.p50_us)
+                    .set("window_p99_us", v.p99_us)
+                    .set("cpu", parts_json(&v.cpu))
+                    .set("broken_streams", v.broken),
+                Err(e) => err(e).set("conns", *n),
             };
             with_fields(target_json(t), extra)
         })
@@ -600,5 +737,7 @@ fn to_json(o: &Opts, res: &Results, baselines: &[String], wall: f64) -> Json {
         .set("throughput", tput)
         .set("idle", idle)
         .set("handshakes", hs)
-        .set("latency", lat)
+        .set("latency", lat_json(&res.lat))
+        .set("pipelined", pipe)
+        .set("latency_loaded", lat_json(&res.lat_loaded))
 }

@@ -7,14 +7,16 @@ pub const USAGE: &str = "\
 usage: mtproxy-bench [options]
 
 Scenarios (each against every target; default all):
-  --scenario LIST          throughput,idle,handshakes,latency or all (repeatable)
+  --scenario LIST          throughput,idle,handshakes,latency,pipelined,latency-loaded
+                           or all (repeatable)
   --quick                  CI smoke sizes (< 30 s), verified streams
 
 Targets:
   --proxy-bin PATH         our proxy (default: mtproto-proxy next to this binary, else
                            target/release/mtproto-proxy)
   --proxy-arg ARG          extra argument for our proxy (repeatable), e.g. --no-fast-mode
-  --modes LIST             which of our modes: direct,me,tls (default all three)
+  --modes LIST             which of our modes: direct,me,tls,me-tls (default all four;
+                           tls is fake TLS to the DC, me-tls fake TLS to the middle-end)
   --no-floor               skip the plain TCP relay floor
   --floor-buf BYTES        the floor's buffer per direction [65536, the proxy's]
   --reference-bin PATH     a reference binary in ME mode (the C mtproto-proxy)
@@ -42,6 +44,9 @@ Sizes (defaults in brackets; --quick in parentheses):
   --hs-parallel N          handshake loops in parallel [64] (16)
   --lat-rounds N           latency round trips [2000] (200)
   --lat-packet BYTES       latency frame payload [128]
+  --pipe-conns LIST        pipelined: connection counts [1,16] (16)
+  --pipe-frames N          pipelined: frames of --packet bytes sent before waiting for
+                           their echoes (dual-run's window) [4]
   --maxconn N              the proxies' -c [max(20000, 2 × idle sessions + 1000), at
                            most the descriptor limit − 32]
   --load-threads N         load generator runtime threads [2]
@@ -63,14 +68,21 @@ pub enum Scenario {
     Idle,
     Handshakes,
     Latency,
+    /// Windows of a few large frames, each window's echoes awaited before the next: the
+    /// shape a transfer waits on Nagle in (and dual-run's).
+    Pipelined,
+    /// Latency of a small frame sent right behind a large one (data in flight).
+    LatencyLoaded,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 4] = [
+    pub const ALL: [Scenario; 6] = [
         Scenario::Throughput,
         Scenario::Idle,
         Scenario::Handshakes,
         Scenario::Latency,
+        Scenario::Pipelined,
+        Scenario::LatencyLoaded,
     ];
 
     pub fn name(self) -> &'static str {
@@ -79,6 +91,8 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Handshakes => "handshakes",
             Scenario::Latency => "latency",
+            Scenario::Pipelined => "pipelined",
+            Scenario::LatencyLoaded => "latency-loaded",
         }
     }
 }
@@ -92,6 +106,8 @@ pub enum Mode {
     Me,
     /// Fake-TLS clients, direct to the DC.
     Tls,
+    /// Fake-TLS clients, sessions multiplexed to a middle-end (C's only fake-TLS mode).
+    MeTls,
 }
 
 impl Mode {
@@ -100,7 +116,18 @@ impl Mode {
             Mode::Direct => "direct",
             Mode::Me => "me",
             Mode::Tls => "tls",
+            Mode::MeTls => "me-tls",
         }
+    }
+
+    /// Sessions go to a middle-end.
+    pub fn is_me(self) -> bool {
+        matches!(self, Mode::Me | Mode::MeTls)
+    }
+
+    /// Clients speak fake TLS.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Mode::Tls | Mode::MeTls)
     }
 
     fn parse(s: &str) -> Result<Mode, String> {
@@ -108,7 +135,8 @@ impl Mode {
             "direct" => Ok(Mode::Direct),
             "me" => Ok(Mode::Me),
             "tls" => Ok(Mode::Tls),
-            _ => Err(format!("unknown mode {s:?} (direct, me, tls)")),
+            "me-tls" => Ok(Mode::MeTls),
+            _ => Err(format!("unknown mode {s:?} (direct, me, tls, me-tls)")),
         }
     }
 }
@@ -146,6 +174,8 @@ pub struct Opts {
     pub hs_parallel: usize,
     pub lat_rounds: usize,
     pub lat_packet: usize,
+    pub pipe_conns: Vec<usize>,
+    pub pipe_frames: usize,
     pub maxconn: Option<u32>,
     /// The descriptor limit in force (set by the bench after raising it; children inherit
     /// it). Not a flag.
@@ -173,7 +203,7 @@ impl Opts {
             quick,
             proxy_bin: default_proxy_bin(),
             proxy_args: Vec::new(),
-            modes: vec![Mode::Direct, Mode::Me, Mode::Tls],
+            modes: vec![Mode::Direct, Mode::Me, Mode::Tls, Mode::MeTls],
             floor: true,
             floor_buf: super::floor::DEFAULT_BUF,
             reference_bin: None,
@@ -193,6 +223,8 @@ impl Opts {
             hs_parallel: if quick { 16 } else { 64 },
             lat_rounds: if quick { 200 } else { 2000 },
             lat_packet: 128,
+            pipe_conns: if quick { vec![16] } else { vec![1, 16] },
+            pipe_frames: 4,
             maxconn: None,
             nofile: u64::MAX,
             load_threads: 2,
@@ -273,12 +305,9 @@ impl Opts {
                         template: tpl.to_string(),
                     });
                 }
-                "--conns" => {
-                    o.conns = val()?
-                        .split(',')
-                        .map(|s| s.parse::<usize>().map_err(|e| format!("--conns {s}: {e}")))
-                        .collect::<Result<_, _>>()?
-                }
+                "--conns" => o.conns = counts(a, &val()?)?,
+                "--pipe-conns" => o.pipe_conns = counts(a, &val()?)?,
+                "--pipe-frames" => o.pipe_frames = num_arg::<usize>(a, &val()?)?.max(1),
                 "--duration" => o.duration = secs_arg(a, &val()?)?,
                 "--warmup" => o.warmup = secs_arg(a, &val()?)?,
                 "--packet" => o.packet = num_arg(a, &val()?)?,
@@ -315,6 +344,12 @@ fn secs_arg(flag: &str, v: &str) -> Result<Duration, String> {
         .filter(|s| s.is_finite() && *s >= 0.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("{flag} {v}: want seconds"))
+}
+
+fn counts(flag: &str, v: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|s| s.parse::<usize>().map_err(|e| format!("{flag} {s}: {e}")))
+        .collect()
 }
 
 fn num_arg<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String> {
@@ -358,5 +393,31 @@ mod tests {
         assert_eq!(o.maxconn(), 19_968);
         assert_eq!(o.idle_sessions_fitting(2), 9_850);
         assert_eq!(o.idle_sessions_fitting(1), 10_000);
+    }
+
+    #[test]
+    fn pipelined_and_fake_tls_over_me() {
+        let o = parse(&[
+            "--scenario",
+            "latency-loaded,pipelined",
+            "--modes",
+            "me-tls,direct",
+            "--pipe-conns",
+            "1,8",
+            "--pipe-frames",
+            "2",
+        ])
+        .unwrap();
+        assert_eq!(
+            o.scenarios,
+            vec![Scenario::Pipelined, Scenario::LatencyLoaded]
+        );
+        assert_eq!(o.modes, vec![Mode::MeTls, Mode::Direct]);
+        assert!(Mode::MeTls.is_me() && Mode::MeTls.is_tls());
+        assert!(!Mode::Tls.is_me() && !Mode::Me.is_tls());
+        assert_eq!((o.pipe_conns.clone(), o.pipe_frames), (vec![1, 8], 2));
+        let d = parse(&[]).unwrap();
+        assert_eq!(d.modes.len(), 4);
+        assert_eq!((d.pipe_conns, d.pipe_frames), (vec![1, 16], 4));
     }
 }

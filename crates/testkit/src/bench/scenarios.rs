@@ -10,9 +10,9 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio::time::timeout;
 
-use super::client::{connect, frames, round_trip, Endpoint, Reader, Writer};
+use super::client::{connect, frames, round_trip, round_trip_frames, Endpoint, Reader, Writer};
 use super::fakes::Echo;
-use super::opts::{Mode, Opts};
+use super::opts::Opts;
 use super::sys::{self, Cpu};
 use super::targets::{self, Env, Running, Target, FAKE_THREADS, LOAD_THREADS};
 use crate::fake_me::MeEvent;
@@ -151,7 +151,7 @@ impl LatRow {
     }
 }
 
-fn check_alive(run: &mut Running) -> Result<(), String> {
+pub(super) fn check_alive(run: &mut Running) -> Result<(), String> {
     if run.proc.alive() {
         Ok(())
     } else {
@@ -159,10 +159,10 @@ fn check_alive(run: &mut Running) -> Result<(), String> {
     }
 }
 
-type Conn = (Reader, Writer);
+pub(super) type Conn = (Reader, Writer);
 
 /// Opens `n` connections, `conc` at a time, each with one round trip of `first` if given.
-async fn connect_many(
+pub(super) async fn connect_many(
     ep: &Endpoint,
     n: usize,
     conc: usize,
@@ -360,10 +360,7 @@ pub fn idle(env: &Env, target: &Target) -> Result<IdleRow, String> {
     let o = &env.opts;
     // Descriptors per session in the fullest process: a target in direct mode holds the
     // client's and the DC's socket, and so does this process (client + echo DC).
-    let per = match target.mode() {
-        Mode::Me => 1,
-        Mode::Direct | Mode::Tls => 2,
-    };
+    let per = if target.mode().is_me() { 1 } else { 2 };
     let n = o.idle_sessions_fitting(per);
     if n < o.idle_sessions {
         eprintln!(
@@ -497,7 +494,7 @@ fn micros(
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile(sorted: &[f64], p: f64) -> f64 {
+pub(super) fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -506,8 +503,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 /// Round trips through the target and straight to the DC, interleaved one for one so
-/// both see the same machine noise.
-pub fn latency(env: &Env, target: &Target) -> Result<LatRow, String> {
+/// both see the same machine noise. `loaded`: each round sends a `--packet` frame and the
+/// small one right behind it in one write, and is timed until the small one's echo (a
+/// message sent while data is in flight, where Nagle made it wait for an ACK).
+pub fn latency(env: &Env, target: &Target, loaded: bool) -> Result<LatRow, String> {
     let o = &env.opts;
     let mut run = targets::start(env, target, Echo::Decrypted)?;
     let (ep, straight) = (run.endpoint.clone(), run.straight.clone());
@@ -520,18 +519,26 @@ pub fn latency(env: &Env, target: &Target) -> Result<LatRow, String> {
         };
         let (mut tr, mut tw) = step(ep.clone()).await?;
         let (mut br, mut bw) = step(straight.clone()).await?;
-        let tf = frames(ep.tag(), o.lat_packet, 1);
-        let bf = frames(straight.tag(), o.lat_packet, 1);
+        let round = |tag| {
+            let mut f = if loaded {
+                frames(tag, o.packet, 1)
+            } else {
+                Vec::new()
+            };
+            f.extend(frames(tag, o.lat_packet, 1));
+            f
+        };
+        let (tf, bf, n) = (round(ep.tag()), round(straight.tag()), 1 + loaded as usize);
         let warm = (o.lat_rounds / 10).clamp(10, 100);
         let (mut t, mut b) = (Vec::new(), Vec::new());
         for i in 0..warm + o.lat_rounds {
             let x = micros(
                 "straight",
-                timeout(STEP_LIMIT, round_trip(&mut br, &mut bw, &bf)).await,
+                timeout(STEP_LIMIT, round_trip_frames(&mut br, &mut bw, &bf, n)).await,
             )?;
             let y = micros(
                 "target",
-                timeout(STEP_LIMIT, round_trip(&mut tr, &mut tw, &tf)).await,
+                timeout(STEP_LIMIT, round_trip_frames(&mut tr, &mut tw, &tf, n)).await,
             )?;
             if i >= warm {
                 b.push(x);

@@ -166,26 +166,28 @@ fn fakes_for(env: &Env, mode: Mode, echo: Echo) -> Result<Fakes, String> {
     let dc = EchoDc::start(h, echo).map_err(|e| format!("echo DC: {e}"))?;
     let mut me_secret = vec![0u8; 128];
     rand::thread_rng().fill_bytes(&mut me_secret);
-    let me = match mode {
-        Mode::Me => Some(
+    let me = if mode.is_me() {
+        Some(
             env.fakes
                 .block_on(FakeMe::start(
                     FakeMeConfig::new(me_secret.clone()).responder(Responder::Echo),
                 ))
                 .map_err(|e| format!("fake ME: {e}"))?,
-        ),
-        _ => None,
+        )
+    } else {
+        None
     };
-    let site = match mode {
-        Mode::Tls => Some(
+    let site = if mode.is_tls() {
+        Some(
             env.fakes
                 .block_on(TlsSite::start(
                     SocketAddr::from(([127, 0, 0, 1], 0)),
                     SiteOpts::default(),
                 ))
                 .map_err(|e| format!("TLS site: {e}"))?,
-        ),
-        _ => None,
+        )
+    } else {
+        None
     };
     Ok(Fakes {
         dc,
@@ -223,14 +225,15 @@ pub fn start(env: &Env, target: &Target, echo: Echo) -> Result<Running, String> 
     let secret_hex = hex::encode(env.secret);
     let client = |addr: SocketAddr| Endpoint {
         addr,
-        proto: match mode {
-            Mode::Tls => Proto::Tls {
+        proto: if mode.is_tls() {
+            Proto::Tls {
                 secret: env.secret,
                 domain: TLS_DOMAIN.into(),
-            },
-            _ => Proto::Obfs2 {
+            }
+        } else {
+            Proto::Obfs2 {
                 secret: Some(env.secret),
-            },
+            }
         },
     };
     let dir = env.workdir.join(format!("{:08x}", rand::random::<u32>()));
@@ -283,19 +286,16 @@ pub fn start(env: &Env, target: &Target, echo: Echo) -> Result<Running, String> 
                     // The ME connection lines and nothing per session (-v would log each).
                     cmd.env("MTPROXY_LOG", "info,mtproxy::middle::conn=debug");
                 }
-                match m {
-                    Mode::Direct | Mode::Tls => {
-                        cmd.args(["--dc-override", &format!("2:{dc}")]);
-                    }
-                    Mode::Me => {
-                        cmd.args(["--aes-pwd", &pwd]);
-                    }
+                if m.is_me() {
+                    cmd.args(["--aes-pwd", &pwd]);
+                } else {
+                    cmd.args(["--dc-override", &format!("2:{dc}")]);
                 }
-                if *m == Mode::Tls {
+                if m.is_tls() {
                     cmd.args(["-D", TLS_DOMAIN, "--mask-host", &site]);
                 }
                 cmd.args(&env.opts.proxy_args);
-                if *m == Mode::Me {
+                if m.is_me() {
                     cmd.arg(&conf);
                 }
                 let p = Proc::spawn(&target.name, cmd)?;
@@ -309,7 +309,7 @@ pub fn start(env: &Env, target: &Target, echo: Echo) -> Result<Running, String> 
                 }
             }
             let (p, port) = started.ok_or(last)?;
-            if *m == Mode::Me {
+            if m.is_me() {
                 p.wait_log("Connected to RPC Middle-End", ME_POOL, START_LIMIT)?;
             }
             (p, client(SocketAddr::from(([127, 0, 0, 1], port))))
