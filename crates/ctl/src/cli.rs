@@ -95,9 +95,12 @@ pub struct DualRunArgs {
     /// SLO: candidate CPU seconds per GB ≤ RATIO × reference.
     #[arg(long, default_value_t = 1.0, value_name = "RATIO")]
     pub max_cpu_ratio: f64,
-    /// SLO: candidate peak RSS ≤ RATIO × reference.
+    /// SLO: candidate peak RSS ≤ RATIO × reference + SLACK.
     #[arg(long, default_value_t = 1.0, value_name = "RATIO")]
     pub max_rss_ratio: f64,
+    /// The peak of one binary moves by up to ~2.5 MiB between runs (docs/cutover.md).
+    #[arg(long, default_value_t = 3.0, value_name = "SLACK")]
+    pub rss_slack_mib: f64,
     /// Seconds each binary gets to answer /stats and a first client round trip.
     #[arg(long, default_value_t = 30.0)]
     pub start_timeout: f64,
@@ -391,6 +394,7 @@ pub async fn run(cli: Cli) -> i32 {
                     latency_slack_ms: a.latency_slack_ms,
                     max_cpu_ratio: a.max_cpu_ratio,
                     max_rss_ratio: a.max_rss_ratio,
+                    rss_slack_mib: a.rss_slack_mib,
                 },
                 start_timeout: secs(a.start_timeout),
                 work_dir: a.work_dir,

@@ -15,7 +15,8 @@
 //!
 //! Guards (candidate against reference, per mode): success rate not lower by more than
 //! `max_success_drop`; each p95 not above `latency_factor` × reference + `latency_slack_ms`;
-//! CPU/GB and peak RSS not above `max_cpu_ratio` / `max_rss_ratio` × reference.
+//! CPU/GB not above `max_cpu_ratio` × reference, peak RSS not above `max_rss_ratio` ×
+//! reference + `rss_slack_mib` (peaks move by megabytes between runs of one binary).
 //!
 //! What it is not: a benchmark of absolute numbers. The machines are shared and noisy; the
 //! ratios between two binaries measured in the same run are what it is for.
@@ -41,6 +42,9 @@ pub struct Thresholds {
     pub latency_slack_ms: f64,
     pub max_cpu_ratio: f64,
     pub max_rss_ratio: f64,
+    /// Added to the RSS limit: a peak moves by up to ~2.5 MiB between runs of the same
+    /// binary (C's ME-mode peak 9.0–11.1 MiB over six runs, ours 9.3–10.2; docs/cutover.md).
+    pub rss_slack_mib: f64,
 }
 
 impl Default for Thresholds {
@@ -51,6 +55,7 @@ impl Default for Thresholds {
             latency_slack_ms: 25.0,
             max_cpu_ratio: 1.0,
             max_rss_ratio: 1.0,
+            rss_slack_mib: 3.0,
         }
     }
 }
@@ -737,7 +742,7 @@ fn guards(mode: Mode, t: &Thresholds, r: &Side, c: &Side) -> Vec<Guard> {
         bound: "max",
         ok: c.bytes_relayed > 0 && c.cpu_seconds_per_gb <= limit,
     });
-    let limit = (r.peak_rss_kb as f64 * t.max_rss_ratio).round();
+    let limit = (r.peak_rss_kb as f64 * t.max_rss_ratio + t.rss_slack_mib * 1024.0).round();
     g.push(Guard {
         mode: m,
         name: "peak_rss_kb".into(),
@@ -748,4 +753,44 @@ fn guards(mode: Mode, t: &Thresholds, r: &Side, c: &Side) -> Vec<Guard> {
         ok: c.peak_rss_kb > 0 && c.peak_rss_kb as f64 <= limit,
     });
     g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(peak_rss_kb: u64) -> Side {
+        Side {
+            sessions: Sessions {
+                attempted: 10,
+                ..Sessions::default()
+            },
+            peak_rss_kb,
+            ..Side::default()
+        }
+    }
+
+    fn rss_guard(reference_kb: u64, candidate_kb: u64) -> bool {
+        let g = guards(
+            Mode::Me,
+            &Thresholds::default(),
+            &side(reference_kb),
+            &side(candidate_kb),
+        );
+        g.iter()
+            .find(|g| g.name == "peak_rss_kb")
+            .expect("rss guard")
+            .ok
+    }
+
+    /// The default RSS guard takes the measured run-to-run spread (~2.5 MiB) without a
+    /// false breach, and still fails a candidate that is megabytes above the reference.
+    #[test]
+    fn rss_guard_has_the_stated_slack() {
+        assert!(rss_guard(9_000, 11_600));
+        assert!(rss_guard(9_000, 9_000 + 3 * 1024));
+        assert!(!rss_guard(9_000, 9_000 + 3 * 1024 + 1));
+        assert!(!rss_guard(9_000, 20_000));
+        assert!(!rss_guard(9_000, 0), "no reading is not a pass");
+    }
 }
