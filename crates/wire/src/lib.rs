@@ -15,6 +15,7 @@
 //! `mtproxy-crypto` crate's.
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 pub mod crypto;
 pub mod obfs2;

@@ -60,7 +60,9 @@ impl Tag {
 /// Key and IV of one direction.
 #[derive(Clone, PartialEq, Eq)]
 pub struct KeyIv {
+    /// The AES-256 key.
     pub key: [u8; 32],
+    /// The initial counter block.
     pub iv: [u8; 16],
 }
 
@@ -110,6 +112,7 @@ pub fn derive_keys(header: &[u8; HEADER_LEN], secret: Option<&[u8; 16]>) -> (Key
 pub struct Accepted {
     /// Index into the secret list, `None` in no-secret mode.
     pub secret_index: Option<usize>,
+    /// The transport the client asked for.
     pub tag: Tag,
     /// DC id, signed: negative for media DCs, +10000 for test DCs (spec §3.6).
     pub dc: i16,

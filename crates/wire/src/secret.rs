@@ -109,11 +109,17 @@ pub fn parse_server_secret(text: &str) -> Result<[u8; 16], SecretError> {
 /// Why a secret was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SecretError {
+    /// Not 32 hex digits: the number of characters given.
     Length(usize),
+    /// This character is not a hex digit.
     NotHex(char),
+    /// The text is neither hex nor base64.
     Encoding(String),
+    /// A decoded secret of this many bytes has no known form.
     Unsupported(usize),
+    /// The fake-TLS domain of an `ee` secret is this many bytes, over the limit.
     DomainTooLong(usize),
+    /// The fake-TLS domain is not UTF-8.
     BadDomain,
 }
 

@@ -16,8 +16,11 @@ pub enum Frame {
     /// A packet: `prefix` bytes of length prefix, then `body` bytes of which the first
     /// `payload` are the MTProto packet (padded intermediate drops the `body & 3` tail).
     Packet {
+        /// Bytes of the length prefix (and quick-ack flag) before the body.
         prefix: usize,
+        /// Bytes of the body after the prefix, padding included.
         body: usize,
+        /// Bytes at the start of the body that are the MTProto packet.
         payload: usize,
         /// The sender asked for a quick acknowledgement (client to server only).
         quick_ack: bool,

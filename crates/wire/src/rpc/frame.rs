@@ -55,9 +55,19 @@ pub enum RpcError {
     /// `total_len` of 8 or 12: too short for seq, an op and a checksum (C: −2).
     TooShort(i32),
     /// The checksum in the frame (`got`) is not the one computed (`computed`) (C: −3).
-    CrcMismatch { computed: u32, got: u32 },
+    CrcMismatch {
+        /// The checksum of the bytes received.
+        computed: u32,
+        /// The checksum the frame carries.
+        got: u32,
+    },
     /// A sequence number other than the next expected one (C: −4).
-    BadSeq { expected: i32, got: i32 },
+    BadSeq {
+        /// The next sequence number.
+        expected: i32,
+        /// The one the frame carries.
+        got: i32,
+    },
 }
 
 impl RpcError {

@@ -94,8 +94,11 @@ fn pid_at(b: &[u8], at: usize) -> ProcessId {
 /// An RPC_HANDSHAKE payload.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Handshake {
+    /// Handshake flags (0x800: CRC32C offered or used, [`super::RPCF_USE_CRC32C`]).
     pub flags: u32,
+    /// The process id of the side that sends it.
     pub sender_pid: ProcessId,
+    /// The process id it believes the other side has.
     pub peer_pid: ProcessId,
 }
 
@@ -151,15 +154,30 @@ impl Handshake {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandshakeError {
     /// Some other op (C: −2, closed without an error packet).
-    NotHandshake { op: u32 },
+    NotHandshake {
+        /// The op the packet has instead.
+        op: u32,
+    },
     /// The peer sent RPC_HANDSHAKE_ERROR with this code (C: −2, like any other op).
-    PeerError { code: i32 },
+    PeerError {
+        /// The peer's error code.
+        code: i32,
+    },
     /// Payload not exactly 32 bytes (C: −3).
-    BadLength { len: usize },
+    BadLength {
+        /// The payload's length.
+        len: usize,
+    },
     /// The peer_pid in the packet does not match our process id (C: −4).
-    PidMismatch { peer_pid: ProcessId },
+    PidMismatch {
+        /// The peer_pid the packet carries.
+        peer_pid: ProcessId,
+    },
     /// `flags & 0xff` is not 0 (C: −7).
-    BadFlags { flags: u32 },
+    BadFlags {
+        /// The flags the packet carries.
+        flags: u32,
+    },
     /// The ME turned CRC32C on although we did not offer it (C: −8).
     Crc32cNotOffered,
 }

@@ -82,7 +82,9 @@ impl std::fmt::Debug for KdfInput<'_> {
 /// Key and IV of one direction.
 #[derive(Clone, PartialEq, Eq)]
 pub struct CbcKeyIv {
+    /// The AES-256 key.
     pub key: [u8; 32],
+    /// The first chaining block.
     pub iv: [u8; 16],
 }
 

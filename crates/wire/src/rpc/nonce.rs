@@ -34,10 +34,13 @@ pub fn key_select(secret: &[u8]) -> [u8; 4] {
 /// The fixed part of a nonce packet.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct NoncePacket {
+    /// The first 4 bytes of the proxy secret's key (which secret the peer uses).
     pub key_select: [u8; 4],
+    /// The crypto schema: 1 is AES; 2 adds extra key selects, 3 a DH request; 0 is none.
     pub schema: i32,
     /// Sender's clock, unix seconds.
     pub crypto_ts: i32,
+    /// The sender's random nonce (key derivation input).
     pub nonce: [u8; 16],
 }
 
@@ -84,18 +87,34 @@ impl std::fmt::Debug for NoncePacket {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NonceError {
     /// Not an RPC_NONCE (C: −2).
-    NotNonce { op: u32 },
+    NotNonce {
+        /// The op the packet has instead.
+        op: u32,
+    },
     /// The length does not fit the schema, or the schema is unknown (C: −3).
-    BadLength { schema: i32, len: usize },
+    BadLength {
+        /// The schema the packet names.
+        schema: i32,
+        /// The packet's length.
+        len: usize,
+    },
     /// key_select is 0 or not ours (and, for schema 2, not in the extra list either), or a
     /// schema-0 packet carries a key (C: −3).
-    BadKeySelect { got: [u8; 4] },
+    BadKeySelect {
+        /// The key_select the packet carries.
+        got: [u8; 4],
+    },
     /// Schema 0: the peer wants no encryption, which ME links never allow (C: −5).
     Unencrypted,
     /// Schema 3: the peer wants Diffie-Hellman, which we never ask for (C: −7).
     DhNotRequested,
     /// The peer's crypto_ts is more than 30 s from ours (C: −6).
-    ClockSkew { ours: i32, theirs: i32 },
+    ClockSkew {
+        /// Our clock, unix seconds.
+        ours: i32,
+        /// The peer's crypto_ts.
+        theirs: i32,
+    },
 }
 
 impl NonceError {

@@ -194,21 +194,43 @@ pub fn build_pong(out: &mut Vec<u8>, ping_id: i64) {
 pub enum MeOp {
     /// Data for the client of `conn_id`: `payload[data]`, possibly empty.
     ProxyAns {
+        /// The answer's flags.
         flags: u32,
+        /// The session the answer is for.
         conn_id: i64,
+        /// Where the client's bytes are in the payload.
         data: Range<usize>,
     },
     /// Forward `confirm` to the client of `conn_id` as a quick ack.
-    SimpleAck { conn_id: i64, confirm: u32 },
+    SimpleAck {
+        /// The session.
+        conn_id: i64,
+        /// The value to send the client.
+        confirm: u32,
+    },
     /// Close the client of `conn_id` (no RPC_CLOSE_CONN back).
-    CloseExt { conn_id: i64 },
+    CloseExt {
+        /// The session to close.
+        conn_id: i64,
+    },
     /// Answer with RPC_PONG carrying `id`.
-    Ping { id: i64 },
+    Ping {
+        /// The ping's id.
+        id: i64,
+    },
     /// An answer to our ping (the C ignores these).
-    Pong { id: i64 },
+    Pong {
+        /// The id of the ping it answers.
+        id: i64,
+    },
     /// A known op with a length the C does not accept for it ("otherwise ignored"); also a
     /// payload shorter than an op (`op` 0).
-    Ignored { op: u32, len: usize },
+    Ignored {
+        /// The op (0 for a payload shorter than one).
+        op: u32,
+        /// The payload's length.
+        len: usize,
+    },
     /// Any other op: logged and dropped.
     Unknown(u32),
 }
@@ -250,15 +272,20 @@ pub fn parse_me_op(payload: &[u8]) -> MeOp {
 /// The three TL strings of an HTTP query info item, as ranges into the payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpQueryInfo {
+    /// The `Origin` string.
     pub origin: Range<usize>,
+    /// The `Referer` string.
     pub referer: Range<usize>,
+    /// The `User-Agent` string.
     pub user_agent: Range<usize>,
 }
 
 /// A parsed RPC_PROXY_REQ (the ME's view).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyReq {
+    /// The request's flags (transport, quick ack, extra section present, ...).
     pub flags: u32,
+    /// The proxy's id of the client session.
     pub conn_id: i64,
     /// The client's address (IPv4-mapped addresses come back as IPv4).
     pub client: SocketAddr,
@@ -440,23 +467,33 @@ pub fn parse_proxy_req(payload: &[u8]) -> Result<ProxyReq, ProxyReqError> {
 /// An operation from the proxy, as an ME reads it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProxyOp {
+    /// A client's packet with its session and addresses.
     ProxyReq(ProxyReq),
     /// An RPC_PROXY_REQ that could not be read.
     BadProxyReq(ProxyReqError),
+    /// The client of `conn_id` went away.
     CloseConn {
+        /// The session.
         conn_id: i64,
     },
+    /// Answer with RPC_PONG carrying `id`.
     Ping {
+        /// The ping's id.
         id: i64,
     },
+    /// An answer to a ping.
     Pong {
+        /// The id of the ping it answers.
         id: i64,
     },
     /// CLOSE_CONN, PING or PONG not exactly 12 bytes; a payload shorter than an op (`op` 0).
     Ignored {
+        /// The op (0 for a payload shorter than one).
         op: u32,
+        /// The payload's length.
         len: usize,
     },
+    /// Any other op.
     Unknown(u32),
 }
 
@@ -501,13 +538,27 @@ pub enum Forward {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
     /// Shorter than 28 bytes or not a multiple of 4.
-    BadLength { len: usize },
+    BadLength {
+        /// The packet's length.
+        len: usize,
+    },
     /// Encrypted but shorter than 56 bytes.
-    ShortEncrypted { len: usize },
+    ShortEncrypted {
+        /// The packet's length.
+        len: usize,
+    },
     /// Unencrypted with a message length outside 20 ..= len − 20.
-    BadInnerLength { inner: i32, len: usize },
+    BadInnerLength {
+        /// The message length the packet states.
+        inner: i32,
+        /// The packet's length.
+        len: usize,
+    },
     /// Unencrypted, but not one of [`UNENCRYPTED_FUNCTIONS`].
-    NotKeyExchange { function: u32 },
+    NotKeyExchange {
+        /// The TL constructor of the message.
+        function: u32,
+    },
 }
 
 /// Decides whether a client packet is forwarded (§1.8 "Which client packets are forwarded").

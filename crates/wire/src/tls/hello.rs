@@ -37,7 +37,10 @@ pub enum Detect {
     NotTls,
     /// A TLS handshake record: buffer `need = 5 + record length` bytes (517..=32772), then
     /// call [`check_client_hello`]. C waits for all of them even above the 4096-byte cap.
-    Hello { need: usize },
+    Hello {
+        /// Bytes the whole hello record takes.
+        need: usize,
+    },
 }
 
 /// Looks at the first bytes of a connection (C's entry condition, spec §2 row 1 and §5.3).
@@ -249,7 +252,9 @@ pub enum HelloVerdict {
     },
     /// Forward everything received so far, unchanged, to `forward_to`.
     Reject {
+        /// The first check that failed.
         reason: RejectReason,
+        /// Where the connection is spliced.
         forward_to: ForwardTarget,
     },
 }

@@ -145,18 +145,22 @@ impl ReplayCache {
         self.evictions
     }
 
+    /// Client randoms remembered now.
     pub fn len(&self) -> usize {
         self.order.len()
     }
 
+    /// Whether no client random is remembered.
     pub fn is_empty(&self) -> bool {
         self.order.is_empty()
     }
 
+    /// The most client randoms remembered at once.
     pub fn max_entries(&self) -> usize {
         self.max_entries
     }
 
+    /// How long a client random is remembered, in seconds.
     pub fn max_age(&self) -> i64 {
         self.max_age
     }

@@ -41,6 +41,7 @@ impl ExtensionOrder {
         }
     }
 
+    /// Whether this is C's "reversed" order (supported_versions first).
     pub fn is_reversed(self) -> bool {
         self == ExtensionOrder::SupportedVersionsFirst
     }
@@ -107,6 +108,7 @@ pub struct ReplyShape {
     pub encrypted_size: usize,
     /// Vary the size by −1/0/+1 per reply (`use_random_encrypted_size`).
     pub randomised: bool,
+    /// The order of the ServerHello's two extensions.
     pub order: ExtensionOrder,
 }
 
