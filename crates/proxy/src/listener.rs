@@ -65,18 +65,50 @@ pub fn set_window_clamp(fd: &impl std::os::fd::AsRawFd, clamp: u32) {
     }
 }
 
+/// How often a failing accept is logged at most.
+const FAILURE_LOG_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Rate limit for accept failures in the log (each is counted in `accept_calls_failed`).
+#[derive(Default)]
+struct FailureLog {
+    last: Option<std::time::Instant>,
+    quiet: u64,
+}
+
+impl FailureLog {
+    /// Some(failures not logged since the last line) when this one is to be logged.
+    fn due(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < FAILURE_LOG_EVERY)
+        {
+            self.quiet += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.quiet))
+    }
+}
+
 /// Accepts until the task is dropped; each connection gets its own task. Over the `-C`/`-c`
 /// cap or the accept rate a connection is accepted and closed at once (a clean refusal
 /// instead of a hang in the backlog), and counted.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     use std::sync::atomic::Ordering::Relaxed;
     let mut warned_at = 0u64;
+    let mut failures = FailureLog::default();
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: back off briefly instead of spinning.
-                warn!("accept on {:?} failed: {e}", listener.local_addr().ok());
+                // EMFILE and friends: counted, logged at most every few seconds, and a
+                // short back-off instead of spinning.
+                Stats::inc(&shared.stats.accept_failed);
+                if let Some(more) = failures.due() {
+                    let at = listener.local_addr().ok();
+                    warn!("accept on {at:?} failed: {e} ({more} more failure(s) not logged)");
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
@@ -144,5 +176,19 @@ mod tests {
                 "accepted socket on {ip} waits for Nagle"
             );
         }
+    }
+
+    /// A burst of accept failures gives one log line, then one per interval with the count
+    /// of those not logged.
+    #[test]
+    fn accept_failures_are_logged_at_most_once_per_interval() {
+        let mut f = FailureLog::default();
+        assert_eq!(f.due(), Some(0));
+        for _ in 0..250 {
+            assert_eq!(f.due(), None);
+        }
+        f.last = Some(std::time::Instant::now() - FAILURE_LOG_EVERY);
+        assert_eq!(f.due(), Some(250));
+        assert_eq!(f.due(), None);
     }
 }

@@ -11,11 +11,14 @@ mod common;
 
 use common::probe::{self, MeFiles, PeakRss};
 use mtproxy_testkit::fake_me::{Command, FakeMe, FakeMeConfig, MeEvent};
-use mtproxy_testkit::{Client, ClientOpts, Tag};
+use mtproxy_testkit::{Client, ClientOpts, FakeDc, Tag};
 use rand::RngCore;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpSocket;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 const S1: &str = "0123456789abcdef0123456789abcdef";
@@ -486,4 +489,153 @@ async fn an_me_that_stops_reading_and_floods_pings_is_declared_dead_and_redialle
 async fn an_me_that_stops_reading_is_declared_dead_when_its_pongs_stop() {
     let why = stops_reading("0.5", false).await;
     assert!(why.contains("RPC_PONG"), "{why}");
+}
+
+/// A stand-in for the site masked connections are spliced to: holds every connection whose
+/// first byte is not a TLS handshake (the proxy's start-up probe, a ClientHello, is closed
+/// at once: the proxy then uses its default reply shape). Counts what it holds.
+async fn hold_site() -> (SocketAddr, Arc<AtomicUsize>) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let held = Arc::new(AtomicUsize::new(0));
+    let count = held.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut first = [0u8; 1];
+                if s.read_exact(&mut first).await.is_err() || first[0] == 0x16 {
+                    return;
+                }
+                count.fetch_add(1, SeqCst);
+                let mut sink = [0u8; 1024];
+                while matches!(s.read(&mut sink).await, Ok(n) if n > 0) {}
+                count.fetch_sub(1, SeqCst);
+            });
+        }
+    });
+    (addr, held)
+}
+
+/// `n` connections that send a line of HTTP to a fake-TLS port (masked: spliced to the
+/// site) and stay.
+async fn junk(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let mut v = Vec::new();
+    for _ in 0..n {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        v.push(s);
+    }
+    v
+}
+
+/// Polls `f` until it holds or the limit passes.
+async fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let end = tokio::time::Instant::now() + LIMIT;
+    while !f() {
+        assert!(tokio::time::Instant::now() < end, "never: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Fake-TLS clients with the secret, each echoing once through the DC; the failures.
+async fn tls_clients(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut errors = Vec::new();
+    for i in 0..n {
+        let opts = ClientOpts::tls(key(), Some("localhost".into()));
+        let r = async {
+            let mut c = Client::connect(addr, opts).await?;
+            let p = payload(200);
+            c.send_packet(&p).await?;
+            let back = timeout(LIMIT, c.recv_packet())
+                .await
+                .map_err(std::io::Error::other)??;
+            // Padded transport inside fake TLS: the echo carries the padding too.
+            if !back.starts_with(&p) {
+                return Err(std::io::Error::other("wrong echo"));
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        if let Err(e) = r.await {
+            errors.push(format!("client {i}: {e}"));
+        }
+    }
+    errors
+}
+
+/// Item 5: with `-c 300` and the fd limit the proxy sets for itself (started at a soft
+/// limit of 64), junk to a fake-TLS port (no secret needed: masked, two descriptors each)
+/// up to the cap leaves room for the clients; past the cap connections are accepted and
+/// closed at once and counted, and accept never fails for want of a descriptor.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_connection_cap_holds_up_to_c_with_the_fd_limit_the_proxy_sets() {
+    const C: usize = 300;
+    let (site, held) = hold_site().await;
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (o, m) = (format!("2:{}", dc.addr()), site.to_string());
+    let stats = common::free_port();
+    let (sp, c) = (stats.to_string(), C.to_string());
+    let args = [
+        "-S",
+        S1,
+        "-D",
+        "localhost",
+        "--mask-host",
+        &m,
+        "--dc-override",
+        &o,
+        "-c",
+        &c,
+        "-p",
+        &sp,
+        "--http-stats",
+    ];
+    let proxy = common::start_with_nofile(64, &args);
+    let (pid, addr) = (proxy.child.id(), proxy.addr());
+    let limit = probe::fd_limit(pid);
+    eprintln!("-c {C}: the proxy set its open-file limit to {limit}");
+    assert!(limit >= 2 * C as u64, "{limit} descriptors for -c {C}");
+
+    // 80 % of the cap in junk: every clients still gets in.
+    let first = junk(addr, C * 8 / 10).await;
+    until("the junk is spliced to the site", || {
+        held.load(SeqCst) >= C * 8 / 10
+    })
+    .await;
+    let errors = tls_clients(addr, 20).await;
+    assert!(
+        errors.is_empty(),
+        "clients failed beside the junk: {errors:#?}"
+    );
+    // Past the cap: refused at once and counted, never an accept failure.
+    let second = junk(addr, C / 3).await;
+    let over = (C * 8 / 10 + C / 3 - C) as u64;
+    let refused = probe::wait_stat(stats, "accept_connection_limit_failed", over, LIMIT).await;
+    assert!(
+        refused >= over,
+        "{refused} refused at the cap, {over} expected"
+    );
+    let page = probe::stats_page(stats).await;
+    assert_eq!(probe::stat(&page, "accept_calls_failed"), 0, "{page}");
+    assert!(
+        !proxy.log_text().contains("accept on"),
+        "{}",
+        proxy.log_text()
+    );
+    let fds = probe::fds(pid);
+    eprintln!("at the cap: {fds} descriptors open, {refused} connections refused");
+    assert!((fds as u64) < limit);
+    // The junk leaves: clients are served again.
+    drop((first, second));
+    until("the site's connections are closed", || {
+        held.load(SeqCst) == 0
+    })
+    .await;
+    let errors = tls_clients(addr, 20).await;
+    assert!(
+        errors.is_empty(),
+        "clients failed after the junk: {errors:#?}"
+    );
 }

@@ -17,6 +17,8 @@ pub struct Stats {
     /// Connections accepted and closed at once: over the `-C`/`-c` cap, over the accept rate.
     pub accept_limit_refused: AtomicU64,
     pub accept_rate_refused: AtomicU64,
+    /// accept(2) calls that failed (EMFILE and the like; `accept_calls_failed`).
+    pub accept_failed: AtomicU64,
     /// Headers accepted, by tag: abridged, intermediate, padded.
     pub handshakes_ok: [AtomicU64; 3],
     /// 64 bytes that no secret accepted (the connection then sits in skip mode).
@@ -195,6 +197,7 @@ macro_rules! scalar_counters {
             active,
             accept_limit_refused,
             accept_rate_refused,
+            accept_failed,
             handshakes_bad,
             handshakes_timeout,
             dc_fallbacks,

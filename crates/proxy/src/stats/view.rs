@@ -266,6 +266,7 @@ impl StatsView {
         self.reloads_failed = g(&s.reloads_failed);
         self.accept_connection_limit_failed = g(&s.accept_limit_refused);
         self.accept_rate_limit_failed = g(&s.accept_rate_refused);
+        self.accept_failed = g(&s.accept_failed);
         let (cum, sum, count) = s.connect_latency.cumulative();
         self.connect_latency = cum;
         self.connect_latency_sum = sum;

@@ -88,10 +88,28 @@ pub fn start(args: &[&str]) -> Proxy {
 
 /// [`start`] with another build of the proxy.
 pub fn start_bin(bin: &std::path::Path, args: &[&str]) -> Proxy {
+    start_limited(bin, args, None)
+}
+
+/// [`start`] with the soft open-file limit lowered to `soft` first (the shell's `ulimit`,
+/// then `exec`), so that the proxy runs with the limit it raises for itself.
+pub fn start_with_nofile(soft: u64, args: &[&str]) -> Proxy {
+    start_limited(std::path::Path::new(BIN), args, Some(soft))
+}
+
+fn start_limited(bin: &std::path::Path, args: &[&str], soft_nofile: Option<u64>) -> Proxy {
     for _ in 0..5 {
         let port = free_port();
         let port_s = port.to_string();
-        let mut cmd = Command::new(bin);
+        let mut cmd = match soft_nofile {
+            None => Command::new(bin),
+            Some(n) => {
+                let mut c = Command::new("bash");
+                let script = format!("ulimit -Sn {n} && exec \"$0\" \"$@\"");
+                c.arg("-c").arg(script).arg(bin);
+                c
+            }
+        };
         cmd.args(args)
             .args(["--address", "127.0.0.1", "-H", &port_s])
             .stdin(Stdio::null())
