@@ -639,3 +639,70 @@ async fn the_connection_cap_holds_up_to_c_with_the_fd_limit_the_proxy_sets() {
         "clients failed after the junk: {errors:#?}"
     );
 }
+
+/// Item 7: 80 slow clients on the stats port, each sending a request a byte every 2 s
+/// and reconnecting a second after it is closed, for 10 s. Each of their connections is closed by the
+/// whole-request deadline (5 s) or earlier, when a newer connection takes its slot; an
+/// operator's `/stats`, every 250 ms, is always answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_clients_on_the_stats_port_do_not_keep_stats_from_anyone() {
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let o = format!("2:{}", dc.addr());
+    let stats = common::free_port();
+    let sp = stats.to_string();
+    let proxy = common::start(&["-S", S1, "--dc-override", &o, "-p", &sp, "--http-stats"]);
+    let run = Duration::from_secs(10);
+    let start = tokio::time::Instant::now();
+    let slow: Vec<_> = (0..80)
+        .map(|_| {
+            tokio::spawn(async move {
+                // How long each of its connections stayed open.
+                let mut held = Vec::new();
+                while start.elapsed() < run {
+                    let Ok(s) = TcpStream::connect(("127.0.0.1", stats)).await else {
+                        continue;
+                    };
+                    let t = tokio::time::Instant::now();
+                    let (mut rd, mut wr) = s.into_split();
+                    let trickle = tokio::spawn(async move {
+                        let _ = wr.write_all(b"GET /stats HTTP/1.1\r\n").await;
+                        loop {
+                            tokio::time::sleep(Duration::from_secs(2)).await;
+                            if wr.write_all(b"X").await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    let mut sink = Vec::new();
+                    let _ = timeout(LIMIT, rd.read_to_end(&mut sink)).await;
+                    trickle.abort();
+                    held.push(t.elapsed());
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                held
+            })
+        })
+        .collect();
+    let (mut answered, mut refused) = (0, Vec::new());
+    while start.elapsed() < run {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let page = timeout(Duration::from_secs(3), probe::stats_page(stats)).await;
+        match page {
+            Ok(p) if p.contains("\r\n\r\n") && p.contains("active_connections") => answered += 1,
+            other => refused.push(format!("{:.1} s: {other:?}", start.elapsed().as_secs_f64())),
+        }
+    }
+    assert!(refused.is_empty(), "/stats not answered: {refused:#?}");
+    let mut longest = Duration::ZERO;
+    for t in slow {
+        for h in t.await.unwrap() {
+            longest = longest.max(h);
+        }
+    }
+    eprintln!("{answered} /stats answered beside 80 slow clients; the longest a slow client held a connection: {longest:?}");
+    assert!(
+        longest < Duration::from_secs(8),
+        "a slow client held on for {longest:?}"
+    );
+    drop(proxy);
+}

@@ -23,9 +23,14 @@
 //! - Keep-alive only when the request says `Connection: keep-alive`; pipelined requests are
 //!   answered in order. Otherwise the connection is closed after the response (after a
 //!   short drain of unread input, so the peer gets the response rather than a reset).
-//! - Ours, not C's: each request must arrive within [`READ_TIMEOUT`] (C waits forever), and
+//! - Ours, not C's: each request must arrive whole within [`READ_TIMEOUT`] of when it is
+//!   awaited (the connection's start, or the previous answer; C waits forever), however
+//!   the bytes trickle in; at most 64 stats connections are open at once, and a new one
+//!   displaces the one that has waited longest for a request (`http_conns`), so slow
+//!   clients cannot keep `/stats` from anyone.
 
 use super::c_text::render_stats;
+use super::http_conns::{Conns, Ticket};
 use super::http_request::{parse_request, Method, Parse, Request, Version};
 use super::prometheus::{render_metrics, METRICS_CONTENT_TYPE};
 use super::view::{unix_now, StatsView, ViewFn};
@@ -35,13 +40,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::time::Instant as Deadline;
 use tracing::debug;
 
 /// C's `MAX_HTTP_HEADER_SIZE`: a request head (request line and headers) that is not
 /// complete within this many bytes gets `400`.
 pub const MAX_REQUEST_HEAD: usize = 16 * 1024;
-/// How long a request may take to arrive, counted from the first byte wanted.
+/// How long a whole request may take to arrive, counted from when it is awaited.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where C's stats port listens: 127.0.0.1 only, IPv4, even with `-6` (spec §5.1).
@@ -233,15 +238,15 @@ impl Server {
     }
 
     /// Reads more input into `buf` (at most up to `max_head` plus one read); `false` on
-    /// EOF, error or timeout.
-    async fn read_more(&self, sock: &mut TcpStream, buf: &mut Vec<u8>) -> bool {
+    /// EOF, error or the request's deadline.
+    async fn read_more(&self, sock: &mut TcpStream, buf: &mut Vec<u8>, deadline: Deadline) -> bool {
         let mut chunk = [0u8; 4096];
         let want = self
             .limits
             .max_head
             .saturating_sub(buf.len())
             .clamp(1, chunk.len());
-        match tokio::time::timeout(self.limits.read_timeout, sock.read(&mut chunk[..want])).await {
+        match tokio::time::timeout_at(deadline, sock.read(&mut chunk[..want])).await {
             Ok(Ok(n)) if n > 0 => {
                 buf.extend_from_slice(&chunk[..n]);
                 true
@@ -272,14 +277,16 @@ impl Server {
         }
     }
 
-    async fn connection(&self, mut sock: TcpStream, peer: SocketAddr) {
+    async fn connection(&self, mut sock: TcpStream, peer: SocketAddr, slot: &Ticket) {
         self.counters.accepted.fetch_add(1, Relaxed);
         self.counters.open.fetch_add(1, Relaxed);
         let _open = Open(&self.counters.open);
         let peer_ok = self.allow_non_loopback || is_c_loopback(peer.ip());
         let mut buf = Vec::with_capacity(1024);
+        // The whole request by then, however its bytes trickle in.
+        let mut deadline = Deadline::now() + self.limits.read_timeout;
         while buf.len() < 4 {
-            if !self.read_more(&mut sock, &mut buf).await {
+            if !self.read_more(&mut sock, &mut buf, deadline).await {
                 return;
             }
         }
@@ -291,7 +298,7 @@ impl Server {
             let parsed = loop {
                 match parse_request(&buf, self.limits.max_head) {
                     Parse::Incomplete => {
-                        if !self.read_more(&mut sock, &mut buf).await {
+                        if !self.read_more(&mut sock, &mut buf, deadline).await {
                             return;
                         }
                     }
@@ -299,6 +306,7 @@ impl Server {
                     Parse::Ok { req, consumed } => break Ok((req, consumed)),
                 }
             };
+            slot.answering();
             let (req, consumed) = match parsed {
                 Ok(x) => x,
                 Err(v09) => {
@@ -342,6 +350,8 @@ impl Server {
                 return;
             }
             buf.drain(..consumed);
+            slot.waiting();
+            deadline = Deadline::now() + self.limits.read_timeout;
         }
     }
 }
@@ -361,18 +371,22 @@ async fn serve_with(listener: TcpListener, view: ViewFn, allow_non_loopback: boo
         limits,
         counters: HttpCounters::default(),
     });
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let conns = Conns::new(limits.max_connections);
     loop {
         match listener.accept().await {
             Ok((sock, peer)) => {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    debug!("stats port: too many connections; closing {peer}");
+                let Some(slot) = conns.admit() else {
+                    debug!("stats port: every connection is being answered; closing {peer}");
                     continue;
                 };
                 let server = server.clone();
                 tokio::spawn(async move {
-                    server.connection(sock, peer).await;
-                    drop(permit);
+                    tokio::select! {
+                        _ = server.connection(sock, peer, &slot) => {}
+                        _ = slot.displaced() => {
+                            debug!("stats port: {peer} waited longest for a request: closed for a new connection");
+                        }
+                    }
                 });
             }
             Err(e) => {
@@ -810,6 +824,38 @@ mod tests {
         assert_eq!(read_all(&mut s).await, b"");
     }
 
+    /// A request whose bytes trickle in, each well within the deadline, is closed at the
+    /// deadline of the whole request.
+    #[tokio::test]
+    async fn a_trickled_request_ends_at_its_deadline() {
+        let limits = Limits {
+            read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let addr = start(false, limits).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /stats HTTP/1.1\r\n").await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        let trickle = tokio::spawn(async move {
+            for _ in 0..200 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if wr.write_all(b"X").await.is_err() {
+                    return true;
+                }
+            }
+            false
+        });
+        let t = Instant::now();
+        let mut sink = Vec::new();
+        let got = tokio::time::timeout(Duration::from_secs(20), rd.read_to_end(&mut sink)).await;
+        assert!(got.is_ok(), "still open after 20 s");
+        assert!(sink.is_empty());
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        trickle.abort();
+    }
+
+    /// Full: a new connection takes the slot of the one waiting longest for a request (here
+    /// an answered keep-alive connection), which is closed.
     #[tokio::test]
     async fn connection_cap() {
         let limits = Limits {
@@ -829,20 +875,9 @@ mod tests {
             assert!(n > 0);
             got.extend_from_slice(&chunk[..n]);
         }
-        // A second connection is closed at once.
-        assert_eq!(exchange(addr, &[b"GET /stats HTTP/1.1\r\n\r\n"]).await, b"");
-        // Releasing the slot lets the next one in.
-        drop(held);
-        let mut answered = false;
-        for _ in 0..100 {
-            let raw = exchange(addr, &[b"GET /stats HTTP/1.1\r\n\r\n"]).await;
-            if !raw.is_empty() {
-                assert_eq!(one(&raw).code(), 200);
-                answered = true;
-                break;
-            }
-            tokio::task::yield_now().await;
-        }
-        assert!(answered);
+        // A second connection is answered; the held one is closed for it.
+        let raw = exchange(addr, &[b"GET /stats HTTP/1.1\r\n\r\n"]).await;
+        assert_eq!(one(&raw).code(), 200);
+        assert_eq!(read_all(&mut held).await, b"");
     }
 }

@@ -7,7 +7,8 @@
 //! - `source`: the snapshot of this process (counters plus the config in force);
 //! - `c_text`: C's `/stats` body, key by key (its module doc maps C's keys to ours);
 //! - `prometheus`: the same facts as `/metrics`;
-//! - `http_request`, `http`: C's HTTP parsing and answers, and the server loop.
+//! - `http_request`, `http`: C's HTTP parsing and answers, and the server loop;
+//! - `http_conns`: the stats port's open connections, the longest waiter displaced.
 //!
 //! Binding the port is start-up's (`startup::bind`, at [`bind_addr`]); the `-M` master
 //! sums its workers' counters into a view of its own (`master`).
@@ -15,6 +16,7 @@
 mod c_text;
 mod counters;
 mod http;
+mod http_conns;
 mod http_request;
 mod prometheus;
 mod source;
