@@ -17,11 +17,13 @@ use tracing::debug;
 /// How long to try the site before giving up on a masked connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Splices `client` to the first reachable address of `targets`, replaying `already` first.
+/// Splices `client` to the first reachable address of `targets`, replaying `already` first
+/// (then freed: a masked connection keeps no buffer for its life, as the relay holds none
+/// while idle).
 pub async fn splice(
     mut client: TcpStream,
     peer: SocketAddr,
-    already: &[u8],
+    already: Vec<u8>,
     targets: &[SocketAddr],
     idle: Duration,
     stats: &Stats,
@@ -43,9 +45,11 @@ pub async fn splice(
         return;
     };
     let _ = site.set_nodelay(true);
-    if !already.is_empty() && site.write_all(already).await.is_err() {
+    if !already.is_empty() && site.write_all(&already).await.is_err() {
         return;
     }
+    let replayed = already.len() as u64;
+    drop(already);
     let (cr, cw) = client.split();
     let (sr, sw) = site.split();
     let o = relay::relay(
@@ -66,7 +70,7 @@ pub async fn splice(
     debug!(
         "{peer}: masked connection ended ({:?}), {} bytes up, {} down",
         o.end,
-        o.up + already.len() as u64,
+        o.up + replayed,
         o.down
     );
 }

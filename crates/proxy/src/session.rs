@@ -286,7 +286,7 @@ async fn fake_tls(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr, 
             mask::splice(
                 client,
                 peer,
-                &received,
+                received,
                 &site,
                 shared.idle_timeout,
                 &shared.stats,

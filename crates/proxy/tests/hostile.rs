@@ -491,9 +491,9 @@ async fn an_me_that_stops_reading_is_declared_dead_when_its_pongs_stop() {
     assert!(why.contains("RPC_PONG"), "{why}");
 }
 
-/// A stand-in for the site masked connections are spliced to: holds every connection whose
-/// first byte is not a TLS handshake (the proxy's start-up probe, a ClientHello, is closed
-/// at once: the proxy then uses its default reply shape). Counts what it holds.
+/// A stand-in for the site masked connections are spliced to: holds every connection
+/// except the proxy's start-up probes (a TLS record of under 1 KiB, closed at once: the
+/// proxy then uses its default reply shape). Counts what it holds.
 async fn hold_site() -> (SocketAddr, Arc<AtomicUsize>) {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap();
@@ -503,8 +503,12 @@ async fn hold_site() -> (SocketAddr, Arc<AtomicUsize>) {
         while let Ok((mut s, _)) = l.accept().await {
             let count = count.clone();
             tokio::spawn(async move {
-                let mut first = [0u8; 1];
-                if s.read_exact(&mut first).await.is_err() || first[0] == 0x16 {
+                let mut first = [0u8; 5];
+                if s.read_exact(&mut first).await.is_err() {
+                    return;
+                }
+                let record = usize::from(u16::from_be_bytes([first[3], first[4]]));
+                if first[0] == 0x16 && record < 1024 {
                     return;
                 }
                 count.fetch_add(1, SeqCst);
@@ -705,4 +709,74 @@ async fn slow_clients_on_the_stats_port_do_not_keep_stats_from_anyone() {
         "a slow client held on for {longest:?}"
     );
     drop(proxy);
+}
+
+/// Item 9: 300 connections to a fake-TLS port, one after the other, each sending a
+/// 16 KiB ClientHello with a wrong secret (masked: spliced to the site, which keeps them
+/// open). The bytes received before the decision are replayed to the site and freed, so
+/// what the 300 spliced connections hold is far less than their hellos.
+#[tokio::test(flavor = "multi_thread")]
+async fn masked_connections_keep_no_hello_buffer() {
+    const N: usize = 300;
+    let (site, held) = hold_site().await;
+    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let (o, m) = (format!("2:{}", dc.addr()), site.to_string());
+    let stats = common::free_port();
+    let sp = stats.to_string();
+    let args = [
+        "-S",
+        S1,
+        "-D",
+        "localhost",
+        "--mask-host",
+        &m,
+        "--dc-override",
+        &o,
+        "-p",
+        &sp,
+        "--http-stats",
+    ];
+    let proxy = common::start(&args);
+    let (pid, addr) = (proxy.child.id(), proxy.addr());
+    let wrong = [7u8; 16];
+    let hello = |len| {
+        mtproto_wire::tls::build_client_hello(
+            &wrong,
+            Some("localhost"),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs() as i64,
+            &mut |b: &mut [u8]| rand::thread_rng().fill_bytes(b),
+            len,
+        )
+    };
+    // One to warm up the allocator and the runtime.
+    let mut conns = Vec::new();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(&hello(16 * 1024)).await.unwrap();
+    conns.push(s);
+    until("the first is spliced", || held.load(SeqCst) == 1).await;
+    let base = probe::rss(pid);
+    for i in 1..=N {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(&hello(16 * 1024)).await.unwrap();
+        conns.push(s);
+        until("the hello is spliced", || held.load(SeqCst) == i + 1).await;
+    }
+    let grew = probe::rss(pid).saturating_sub(base);
+    let per = grew / N as u64;
+    eprintln!(
+        "{N} masked connections with 16 KiB hellos: RSS +{:.1} MiB, {per} bytes each",
+        grew as f64 / MIB as f64
+    );
+    assert!(per < 6 * 1024, "{per} bytes per masked connection");
+    let masked = probe::metric(
+        &probe::metrics_page(stats).await,
+        "mtproxy_tls_handshakes_total{result=\"masked\"}",
+    );
+    assert_eq!(masked, N as u64 + 1);
+    // Clients with the secret are served beside them.
+    let errors = tls_clients(addr, 10).await;
+    assert!(errors.is_empty(), "clients failed: {errors:#?}");
 }

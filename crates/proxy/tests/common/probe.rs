@@ -159,3 +159,20 @@ pub async fn wait_stat_below(port: u16, key: &str, below: u64, limit: Duration) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The `/metrics` page of a proxy with `-p port --http-stats`.
+pub async fn metrics_page(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The value of the series `series` (name and labels as printed) on a `/metrics` page.
+pub fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
