@@ -780,3 +780,40 @@ async fn masked_connections_keep_no_hello_buffer() {
     let errors = tls_clients(addr, 10).await;
     assert!(errors.is_empty(), "clients failed: {errors:#?}");
 }
+
+/// Item 8: 100 clients in ME mode each announce a frame of 1 000 000 bytes, send 900 KiB
+/// of it and stop. The buffers holding their incomplete frames count against
+/// `--msg-buffers-size` (32 MiB here): the biggest holders are shed until the total is
+/// under the budget again; 64 readers beside them are all served.
+#[tokio::test(flavor = "multi_thread")]
+async fn incomplete_frames_count_against_the_budget() {
+    let rig = MeRig::start(&["--msg-buffers-size", "32m"]).await;
+    let peak = PeakRss::watch(rig.pid());
+    let base = probe::rss(rig.pid());
+    let mut attackers = Vec::new();
+    for _ in 0..100 {
+        let mut c = Client::connect(rig.proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
+            .await
+            .unwrap();
+        c.send_encrypted_raw(&1_000_000u32.to_le_bytes())
+            .await
+            .unwrap();
+        // Shed clients may see the close while sending.
+        let _ = c.send_encrypted_raw(&vec![0x11; 900 * 1024]).await;
+        attackers.push(c);
+    }
+    let errors = legit(rig.proxy.addr(), 64, 10).await;
+    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    let shed = probe::wait_stat(rig.stats, "connections_failed_lru", 60, LIMIT).await;
+    let grew = peak.peak().saturating_sub(base);
+    eprintln!(
+        "{shed} of 100 incomplete frames shed; peak RSS growth {:.1} MiB",
+        grew as f64 / MIB as f64
+    );
+    assert!(
+        shed >= 60,
+        "only {shed} shed: 100 x 900 KiB over a 32 MiB budget"
+    );
+    assert!(grew < 32 * MIB + 32 * MIB, "RSS grew by {} MiB", grew / MIB);
+    drop(attackers);
+}
