@@ -4,9 +4,36 @@
 //! The host in the links is `--public-host`, else `--address`, else the first global
 //! IPv4 address of the machine's interfaces (no network request: behind NAT the operator
 //! passes `--public-host`), else 127.0.0.1.
+//!
+//! The links carry the secrets: they go to the stdout the process started with (kept by
+//! [`keep_stdout`] before `-l` or `-d` can point stdout at the log file), never to the log.
 
 use mtproto_wire::secret::{link, link_with, ClientSecret, LinkKind};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Mutex;
+
+/// The stdout the process started with, for the links.
+static STDOUT: Mutex<Option<std::fs::File>> = Mutex::new(None);
+
+/// Keeps a copy of stdout as it is now; call before anything redirects it.
+pub fn keep_stdout() {
+    use std::os::fd::AsFd;
+    if let Ok(fd) = std::io::stdout().as_fd().try_clone_to_owned() {
+        *STDOUT.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::fs::File::from(fd));
+    }
+}
+
+/// Writes link lines to the stdout kept by [`keep_stdout`] (stdout itself if none was
+/// kept).
+pub fn print(lines: &[String]) {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let mut kept = STDOUT.lock().unwrap_or_else(|e| e.into_inner());
+    let _ = match kept.as_mut() {
+        Some(f) => f.write_all(text.as_bytes()),
+        None => std::io::stdout().write_all(text.as_bytes()),
+    };
+}
 
 /// The host to print in links: `--public-host`, else the global side of the first
 /// `--nat-info` rule (the address clients reach behind NAT, as in Docker), else

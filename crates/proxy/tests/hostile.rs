@@ -914,3 +914,86 @@ async fn senders_without_a_secret_are_discarded_cheaply() {
     );
     assert!(cpu / gb < 0.6, "{:.2} CPU-s per GB discarded", cpu / gb);
 }
+
+/// Runs the proxy with `-l <dir>/proxy.log` plus `extra`, stdout captured; once the log
+/// file is open (`-d` opens it, else the SIGUSR1 sent here) returns (stdout's lines so
+/// far, the log file's text).
+fn links_and_log(extra: &[&str]) -> (String, String) {
+    use std::io::BufRead;
+    let dir = std::env::temp_dir().join(format!(
+        "mtproxy-links-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Writable by the user the proxy drops to.
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let log = dir.join("proxy.log");
+    let port = common::free_port().to_string();
+    let mut args = vec!["-S", S1, "--address", "127.0.0.1", "-H", &port];
+    let log_s = log.to_string_lossy().into_owned();
+    args.extend_from_slice(&["-l", &log_s]);
+    args.extend_from_slice(extra);
+    let mut child = std::process::Command::new(common::BIN)
+        .args(&args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let end = std::time::Instant::now() + LIMIT;
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let mut out = Vec::new();
+    let mut signalled = false;
+    while !read().contains("main loop") && !read().contains("logs reopened") {
+        assert!(
+            std::time::Instant::now() < end,
+            "the log file never filled: {:?}",
+            read()
+        );
+        while let Ok(l) = rx.try_recv() {
+            out.push(l);
+        }
+        if !signalled && out.iter().filter(|l| l.contains("link")).count() >= 4 {
+            // The links are out: the start-up is past them; open the file if -d did not.
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGUSR1).unwrap();
+            signalled = true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+        out.push(l);
+    }
+    let text = read();
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    (out.join("\n"), text)
+}
+
+/// Item 6: the links carry the secret; with `-l` (the file opened by SIGUSR1) and with
+/// `-d -l` they go to the stdout the proxy started with, never into the log file.
+#[test]
+fn the_links_never_go_to_the_log_file() {
+    for extra in [&[][..], &["-d"][..]] {
+        let (stdout, log) = links_and_log(extra);
+        assert!(
+            stdout.contains(S1),
+            "{extra:?}: the links are not on stdout: {stdout}"
+        );
+        assert!(!log.is_empty(), "{extra:?}: nothing logged");
+        assert!(
+            !log.to_lowercase().contains(S1) && !log.contains(&S1[..12]),
+            "{extra:?}: the secret is in the log file:\n{log}"
+        );
+    }
+}

@@ -56,6 +56,8 @@ const ME_ONLY: &[&str] = &["aes-pwd", "nat-info", "ping-interval"];
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(opts: cli::Options) -> ExitCode {
+    // Before `-l`/`-d` can point stdout at the log: the links never go there.
+    links::keep_stdout();
     let started = open_log(&opts).and_then(|()| {
         logging::init(opts.verbosity);
         info!("Invoking engine {}", version());
@@ -268,9 +270,7 @@ fn print_links(
                     .collect()
             };
             // Links carry the secret: they go to stdout, never into a log line.
-            for line in lines {
-                println!("{line}");
-            }
+            links::print(&lines);
         }
         if !secrets.is_empty() {
             info!(
