@@ -180,6 +180,24 @@ async fn the_budget_sheds_the_hoarders_not_the_readers() {
         4,
         "the four hoarders"
     );
+    let metrics = probe::metrics_page(rig.stats).await;
+    assert_eq!(
+        probe::metric(&metrics, "mtproxy_clients_closed_budget_total"),
+        4
+    );
+    // What the sessions hold goes back to (almost) nothing once the hoarders are gone.
+    let mut held = u64::MAX;
+    for _ in 0..200 {
+        held = probe::metric(
+            &probe::metrics_page(rig.stats).await,
+            "mtproxy_me_buffered_bytes",
+        );
+        if held < MIB {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held < MIB, "{held} bytes still charged");
     let grew = peak.peak().saturating_sub(base);
     eprintln!("peak RSS growth: {:.1} MiB", grew as f64 / MIB as f64);
     assert!(

@@ -214,6 +214,8 @@ macro_rules! scalar_counters {
             ext_connections,
             ext_connections_created,
             failed_flood,
+            failed_lru,
+            me_queued_bytes,
             me_connects,
             me_connect_failed,
             tls_accepted,

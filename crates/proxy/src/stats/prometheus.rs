@@ -244,6 +244,18 @@ impl Collector for ViewCollector {
             "Clients closed because too much data waited for them.",
             v.failed_flood,
         )?;
+        counter(
+            &mut e,
+            "clients_closed_budget",
+            "ME-mode clients shed because all together held more than --msg-buffers-size (the biggest holders go first).",
+            v.failed_lru,
+        )?;
+        gauge(
+            &mut e,
+            "me_buffered_bytes",
+            "Bytes ME-mode sessions hold now (queued answers, batches being written, incomplete client frames), charged against --msg-buffers-size.",
+            v.me_buffered_bytes,
+        )?;
         labelled(
             &mut e,
             g,

@@ -103,6 +103,7 @@ pub(super) fn full_view() -> StatsView {
         ext_connections: 2,
         ext_connections_created: 17,
         failed_lru: 0,
+        me_buffered_bytes: 0,
         failed_flood: 18,
         me_connects: 9,
         me_connect_failed: 19,

@@ -128,6 +128,8 @@ pub struct StatsView {
     /// Clients closed because all clients together had too much waiting (C
     /// `connections_failed_lru`; here: the `--msg-buffers-size` budget).
     pub failed_lru: u64,
+    /// Bytes ME-mode sessions hold now (the `--msg-buffers-size` budget's use).
+    pub me_buffered_bytes: u64,
     pub me_connects: u64,
     pub me_connect_failed: u64,
     /// Pool targets alive (including ones being drained after a reload).
@@ -215,6 +217,7 @@ impl Default for StatsView {
             ext_connections_created: 0,
             failed_flood: 0,
             failed_lru: 0,
+            me_buffered_bytes: 0,
             me_connects: 0,
             me_connect_failed: 0,
             me_targets: 0,
@@ -259,6 +262,7 @@ impl StatsView {
         self.ext_connections_created = g(&s.ext_connections_created);
         self.failed_flood = g(&s.failed_flood);
         self.failed_lru = g(&s.failed_lru);
+        self.me_buffered_bytes = g(&s.me_queued_bytes);
         self.me_connects = g(&s.me_connects);
         self.me_connect_failed = g(&s.me_connect_failed);
         self.outbound_connections_created = self.me_connects;
