@@ -76,6 +76,11 @@ impl MeRig {
         self.proxy.child.id()
     }
 
+    /// The proxy's peak RSS from now on, and its RSS now.
+    fn watch_rss(&self) -> (PeakRss, u64) {
+        (PeakRss::watch(self.pid()), probe::rss(self.pid()))
+    }
+
     async fn stat(&self, key: &str) -> u64 {
         probe::stat(&probe::stats_page(self.stats).await, key)
     }
@@ -147,6 +152,22 @@ async fn legit(addr: SocketAddr, n: usize, rounds: usize) -> Vec<String> {
     errors
 }
 
+/// No legitimate client failed.
+fn all_served(errors: &[String]) {
+    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+}
+
+/// The peak RSS since `base` grew by less than `bound`; prints and returns the growth.
+fn peak_under(peak: &PeakRss, base: u64, bound: u64, what: &str) -> u64 {
+    let grew = peak.peak().saturating_sub(base);
+    eprintln!(
+        "{what}: peak RSS growth {:.1} MiB",
+        grew as f64 / MIB as f64
+    );
+    assert!(grew < bound, "{what}: RSS grew by {} MiB", grew / MIB);
+    grew
+}
+
 /// Each attacker's session was closed by the proxy (EOF after what was in flight).
 async fn all_closed(attackers: Vec<Client>) {
     for (i, mut a) in attackers.into_iter().enumerate() {
@@ -161,8 +182,7 @@ async fn all_closed(attackers: Vec<Client>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_budget_sheds_the_hoarders_not_the_readers() {
     let rig = MeRig::start(&["--msg-buffers-size", "8m"]).await;
-    let peak = PeakRss::watch(rig.pid());
-    let base = probe::rss(rig.pid());
+    let (peak, base) = rig.watch_rss();
     let mut attackers = Vec::new();
     for _ in 0..4 {
         let cmd = Command::Answers {
@@ -173,7 +193,7 @@ async fn the_budget_sheds_the_hoarders_not_the_readers() {
     }
     rig.wait_commands(4).await;
     let errors = legit(rig.proxy.addr(), 64, 20).await;
-    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    all_served(&errors);
     all_closed(attackers).await;
     assert_eq!(
         rig.stat("connections_failed_lru").await,
@@ -198,13 +218,7 @@ async fn the_budget_sheds_the_hoarders_not_the_readers() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(held < MIB, "{held} bytes still charged");
-    let grew = peak.peak().saturating_sub(base);
-    eprintln!("peak RSS growth: {:.1} MiB", grew as f64 / MIB as f64);
-    assert!(
-        grew < 8 * MIB + 24 * MIB,
-        "RSS grew by {} MiB over an 8 MiB budget",
-        grew / MIB
-    );
+    peak_under(&peak, base, 8 * MIB + 24 * MIB, "an 8 MiB budget");
 }
 
 /// Item 3: floods of empty answers and of quick acks to clients that do not read. Each
@@ -213,8 +227,7 @@ async fn the_budget_sheds_the_hoarders_not_the_readers() {
 #[tokio::test(flavor = "multi_thread")]
 async fn floods_of_small_messages_are_charged_what_they_cost() {
     let rig = MeRig::start(&["--msg-buffers-size", "8m"]).await;
-    let peak = PeakRss::watch(rig.pid());
-    let base = probe::rss(rig.pid());
+    let (peak, base) = rig.watch_rss();
     let attackers = vec![
         attacker(
             rig.proxy.addr(),
@@ -228,16 +241,10 @@ async fn floods_of_small_messages_are_charged_what_they_cost() {
     ];
     rig.wait_commands(2).await;
     let errors = legit(rig.proxy.addr(), 64, 10).await;
-    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    all_served(&errors);
     all_closed(attackers).await;
     assert_eq!(rig.stat("connections_failed_lru").await, 2);
-    let grew = peak.peak().saturating_sub(base);
-    eprintln!("peak RSS growth: {:.1} MiB", grew as f64 / MIB as f64);
-    assert!(
-        grew < 8 * MIB + 24 * MIB,
-        "RSS grew by {} MiB over an 8 MiB budget",
-        grew / MIB
-    );
+    peak_under(&peak, base, 8 * MIB + 24 * MIB, "an 8 MiB budget");
 }
 
 /// Waits until the fake ME has handed everything `cmd` asked for to its writer.
@@ -258,20 +265,14 @@ async fn wait_done(me: &FakeMe, cmd: Command) {
 async fn padding_floods_and_large_frames_from_an_me_leave_no_memory_behind() {
     let rig = MeRig::start(&[]).await;
     let addr = rig.proxy.addr();
-    let peak = PeakRss::watch(rig.pid());
-    let base = probe::rss(rig.pid());
+    let (peak, base) = rig.watch_rss();
     let flood = Command::Padding { bytes: 256 * MIB };
     let _a = attacker(addr, flood).await;
     let readers = tokio::spawn(legit(addr, 64, 10));
     wait_done(&rig.me, flood).await;
     let errors = readers.await.unwrap();
-    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
-    let grew = peak.peak().saturating_sub(base);
-    eprintln!(
-        "peak RSS growth during the padding flood: {:.1} MiB",
-        grew as f64 / MIB as f64
-    );
-    assert!(grew < 16 * MIB, "RSS grew by {} MiB", grew / MIB);
+    all_served(&errors);
+    peak_under(&peak, base, 16 * MIB, "the padding flood");
 
     let big = Command::Stray {
         len: (16 * MIB) as u32 - 64,
@@ -279,7 +280,7 @@ async fn padding_floods_and_large_frames_from_an_me_leave_no_memory_behind() {
     let _b = attacker(addr, big).await;
     assert!(probe::wait_stat(rig.stats, "dropped_responses", 1, LIMIT).await >= 1);
     let errors = legit(addr, 8, 4).await;
-    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    all_served(&errors);
     let after = probe::rss(rig.pid()).saturating_sub(base);
     eprintln!(
         "peak RSS growth with the 16 MiB frame: {:.1} MiB, after it: {:.1} MiB",
@@ -447,8 +448,7 @@ async fn sessions_waiting_on_an_me_that_stopped_reading_end_with_their_clients_a
 /// served; memory stays bounded. Returns the proxy's log line saying why.
 async fn stops_reading(ping_interval: &str, ping_flood: bool) -> String {
     let rig = MeRig::start(&["--ping-interval", ping_interval]).await;
-    let peak = PeakRss::watch(rig.pid());
-    let base = probe::rss(rig.pid());
+    let (peak, base) = rig.watch_rss();
     let (stuck, clients) = bound_clients(&rig, 24).await;
     let (on_stuck, mut others): (Vec<_>, Vec<_>) =
         clients.into_iter().partition(|(c, _)| *c == stuck);
@@ -482,13 +482,8 @@ async fn stops_reading(ping_interval: &str, ping_flood: bool) -> String {
     rig.me.wait_ready(5, LIMIT).await.unwrap();
     assert!(probe::wait_stat(rig.stats, "outbound_connections_created", 5, LIMIT).await >= 5);
     let errors = legit(rig.proxy.addr(), 64, 5).await;
-    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
-    let grew = peak.peak().saturating_sub(base);
-    eprintln!(
-        "{line}\npeak RSS growth: {:.1} MiB",
-        grew as f64 / MIB as f64
-    );
-    assert!(grew < 16 * MIB, "RSS grew by {} MiB", grew / MIB);
+    all_served(&errors);
+    peak_under(&peak, base, 16 * MIB, line);
     line.to_string()
 }
 
@@ -537,6 +532,50 @@ async fn hold_site() -> (SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, held)
+}
+
+/// A proxy in fake-TLS mode (`-D localhost`, direct to a fake DC) whose masked
+/// connections go to a [`hold_site`], with its stats port.
+struct TlsRig {
+    proxy: common::Proxy,
+    stats: u16,
+    _dc: FakeDc,
+}
+
+impl TlsRig {
+    /// Started at soft open-file limit `nofile` when given; `extra` options added. Also
+    /// the count of connections the site holds.
+    async fn start(nofile: Option<u64>, extra: &[&str]) -> (TlsRig, Arc<AtomicUsize>) {
+        let (site, held) = hold_site().await;
+        let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let (o, m) = (format!("2:{}", dc.addr()), site.to_string());
+        let stats = common::free_port();
+        let sp = stats.to_string();
+        let mut args = vec![
+            "-S",
+            S1,
+            "-D",
+            "localhost",
+            "--mask-host",
+            &m,
+            "--dc-override",
+            &o,
+            "-p",
+            &sp,
+            "--http-stats",
+        ];
+        args.extend_from_slice(extra);
+        let proxy = match nofile {
+            Some(n) => common::start_with_nofile(n, &args),
+            None => common::start(&args),
+        };
+        let rig = TlsRig {
+            proxy,
+            stats,
+            _dc: dc,
+        };
+        (rig, held)
+    }
 }
 
 /// `n` connections that send a line of HTTP to a fake-TLS port (masked: spliced to the
@@ -594,27 +633,9 @@ async fn tls_clients(addr: SocketAddr, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_connection_cap_holds_up_to_c_with_the_fd_limit_the_proxy_sets() {
     const C: usize = 300;
-    let (site, held) = hold_site().await;
-    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let (o, m) = (format!("2:{}", dc.addr()), site.to_string());
-    let stats = common::free_port();
-    let (sp, c) = (stats.to_string(), C.to_string());
-    let args = [
-        "-S",
-        S1,
-        "-D",
-        "localhost",
-        "--mask-host",
-        &m,
-        "--dc-override",
-        &o,
-        "-c",
-        &c,
-        "-p",
-        &sp,
-        "--http-stats",
-    ];
-    let proxy = common::start_with_nofile(64, &args);
+    let c = C.to_string();
+    let (rig, held) = TlsRig::start(Some(64), &["-c", &c]).await;
+    let (proxy, stats) = (&rig.proxy, rig.stats);
     let (pid, addr) = (proxy.child.id(), proxy.addr());
     let limit = probe::fd_limit(pid);
     eprintln!("-c {C}: the proxy set its open-file limit to {limit}");
@@ -736,25 +757,8 @@ async fn slow_clients_on_the_stats_port_do_not_keep_stats_from_anyone() {
 #[tokio::test(flavor = "multi_thread")]
 async fn masked_connections_keep_no_hello_buffer() {
     const N: usize = 300;
-    let (site, held) = hold_site().await;
-    let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let (o, m) = (format!("2:{}", dc.addr()), site.to_string());
-    let stats = common::free_port();
-    let sp = stats.to_string();
-    let args = [
-        "-S",
-        S1,
-        "-D",
-        "localhost",
-        "--mask-host",
-        &m,
-        "--dc-override",
-        &o,
-        "-p",
-        &sp,
-        "--http-stats",
-    ];
-    let proxy = common::start(&args);
+    let (rig, held) = TlsRig::start(None, &[]).await;
+    let (proxy, stats) = (&rig.proxy, rig.stats);
     let (pid, addr) = (proxy.child.id(), proxy.addr());
     let wrong = [7u8; 16];
     let hello = |len| {
@@ -806,8 +810,7 @@ async fn masked_connections_keep_no_hello_buffer() {
 #[tokio::test(flavor = "multi_thread")]
 async fn incomplete_frames_count_against_the_budget() {
     let rig = MeRig::start(&["--msg-buffers-size", "32m"]).await;
-    let peak = PeakRss::watch(rig.pid());
-    let base = probe::rss(rig.pid());
+    let (peak, base) = rig.watch_rss();
     let mut attackers = Vec::new();
     for _ in 0..100 {
         let mut c = Client::connect(rig.proxy.addr(), ClientOpts::new(key(), Tag::Intermediate))
@@ -821,18 +824,14 @@ async fn incomplete_frames_count_against_the_budget() {
         attackers.push(c);
     }
     let errors = legit(rig.proxy.addr(), 64, 10).await;
-    assert!(errors.is_empty(), "legitimate clients failed: {errors:#?}");
+    all_served(&errors);
     let shed = probe::wait_stat(rig.stats, "connections_failed_lru", 60, LIMIT).await;
-    let grew = peak.peak().saturating_sub(base);
-    eprintln!(
-        "{shed} of 100 incomplete frames shed; peak RSS growth {:.1} MiB",
-        grew as f64 / MIB as f64
-    );
+    eprintln!("{shed} of 100 incomplete frames shed");
     assert!(
         shed >= 60,
         "only {shed} shed: 100 x 900 KiB over a 32 MiB budget"
     );
-    assert!(grew < 32 * MIB + 32 * MIB, "RSS grew by {} MiB", grew / MIB);
+    peak_under(&peak, base, 32 * MIB + 32 * MIB, "a 32 MiB budget");
     drop(attackers);
 }
 
@@ -848,13 +847,15 @@ fn cpu_seconds(pid: u32) -> f64 {
         .collect();
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    (f[11] + f[12]) as f64 / tick
+    let field = |i: usize| f.get(i).copied().unwrap_or(0);
+    (field(11) + field(12)) as f64 / tick
 }
 
 /// Item 10: 8 senders without a secret (a header no secret accepts, then 64 MiB each as
-/// fast as they can, then silence until the handshake deadline closes them): skip mode discards in the kernel, a megabyte per
-/// call; clients with the secret are served beside them and the rejected handshakes are
-/// counted. Prints the proxy's CPU per GB discarded (1.8 s/GB reading 512 bytes at a time).
+/// fast as they can, then silence until the handshake deadline closes them): skip mode
+/// discards in the kernel, a megabyte per call; clients with the secret are served beside
+/// them and the rejected handshakes are counted. Prints the proxy's CPU per GB discarded
+/// (1.8 s/GB reading 512 bytes at a time).
 #[tokio::test(flavor = "multi_thread")]
 async fn senders_without_a_secret_are_discarded_cheaply() {
     let dc = FakeDc::start("127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -74,13 +74,19 @@ impl Drop for PeakRss {
     }
 }
 
-/// The `/stats` page of a proxy with `-p port --http-stats`.
-pub async fn stats_page(port: u16) -> String {
+/// `GET path` on the stats port of a proxy with `-p port --http-stats`: the response.
+async fn page(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /stats HTTP/1.0\r\n\r\n").await.unwrap();
+    let req = format!("GET {path} HTTP/1.0\r\n\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).await.unwrap();
     out
+}
+
+/// The `/stats` page.
+pub async fn stats_page(port: u16) -> String {
+    page(port, "/stats").await
 }
 
 /// The value of `key` on a `/stats` page (0 when absent).
@@ -93,10 +99,19 @@ pub fn stat(page: &str, key: &str) -> u64 {
 
 /// Polls `/stats` until `key` reaches `at_least` or `limit` passes; the last value.
 pub async fn wait_stat(port: u16, key: &str, at_least: u64, limit: Duration) -> u64 {
+    wait_stat_until(port, key, |v| v >= at_least, limit).await
+}
+
+/// Polls `/stats` until `key` is under `below` or `limit` passes; the last value.
+pub async fn wait_stat_below(port: u16, key: &str, below: u64, limit: Duration) -> u64 {
+    wait_stat_until(port, key, |v| v < below, limit).await
+}
+
+async fn wait_stat_until(port: u16, key: &str, done: impl Fn(u64) -> bool, limit: Duration) -> u64 {
     let end = tokio::time::Instant::now() + limit;
     loop {
         let v = stat(&stats_page(port).await, key);
-        if v >= at_least || tokio::time::Instant::now() >= end {
+        if done(v) || tokio::time::Instant::now() >= end {
             return v;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -148,25 +163,9 @@ impl Drop for MeFiles {
     }
 }
 
-/// Polls `/stats` until `key` is under `below` or `limit` passes; the last value.
-pub async fn wait_stat_below(port: u16, key: &str, below: u64, limit: Duration) -> u64 {
-    let end = tokio::time::Instant::now() + limit;
-    loop {
-        let v = stat(&stats_page(port).await, key);
-        if v < below || tokio::time::Instant::now() >= end {
-            return v;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The `/metrics` page of a proxy with `-p port --http-stats`.
+/// The `/metrics` page.
 pub async fn metrics_page(port: u16) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await.unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    page(port, "/metrics").await
 }
 
 /// The value of the series `series` (name and labels as printed) on a `/metrics` page.
