@@ -27,7 +27,7 @@ use crate::probe::client_opts;
 use crate::procs::{self, ms, Proc, Shutdown};
 use crate::report::{LogEntry, Meta, Timeline};
 use crate::supervise::{absolute, link_target, set_link, switch_links, Supervisor, Switch};
-use mtproxy_testkit::Tag;
+use mtproxy_client::Tag;
 
 /// Gate targets given on the command line (systemd mode, or to override the derived ones).
 #[derive(Clone, Debug, Default)]

@@ -30,7 +30,7 @@ use serde::Serialize;
 use crate::cutover::{self, Backend, Params};
 use crate::fakes::{self, Fakes, Mode, WorkDir};
 use crate::gate::WindowSpec;
-use crate::report::{free_port, Meta, Timeline};
+use crate::report::{exit_code, free_port, verdict_line, Meta, Timeline};
 use crate::stats::{self, Stats};
 use crate::supervise::Supervisor;
 use crate::traffic::{Seen, Traffic};
@@ -130,13 +130,7 @@ pub struct TrafficSpec {
 
 impl Report {
     pub fn exit_code(&self) -> i32 {
-        if !self.errors.is_empty() {
-            1
-        } else if !self.breaches.is_empty() {
-            2
-        } else {
-            0
-        }
+        exit_code(&self.errors, &self.breaches)
     }
 
     pub fn summary(&self) -> String {
@@ -189,15 +183,11 @@ impl Report {
         for e in &self.errors {
             s.push_str(&format!("\n  error: {e}\n"));
         }
-        s.push_str(&format!(
-            "\nverdict: {}\n",
-            if !self.errors.is_empty() {
-                "ERROR".to_string()
-            } else if self.breaches.is_empty() {
-                "drill passed".to_string()
-            } else {
-                format!("BREACH: {}", self.breaches.join(", "))
-            }
+        s.push_str(&verdict_line(
+            &self.errors,
+            &self.breaches,
+            "drill passed",
+            "BREACH",
         ));
         s
     }

@@ -2,7 +2,7 @@
 //! workload, numbers compared under SLO guards.
 //!
 //! For each mode (middle-proxy; fake TLS; direct when both binaries have `--dc-override`)
-//! it starts the testkit fakes, then both binaries on their own loopback ports, one after the
+//! it starts the fakes (`mtproxy-fakes`), then both binaries on their own loopback ports, one after the
 //! other so that neither start-up is measured under the other's load. Then, one side at a
 //! time, the workload: `sessions` client sessions (connect, handshake with `resPQ`,
 //! `round_trips` echoes), spread over every transport of the mode, `concurrency` at a time,
@@ -31,7 +31,7 @@ use serde::Serialize;
 use crate::fakes::{self, Fakes, Mode, WorkDir};
 use crate::probe::{self, Target};
 use crate::procs::{self, ms, Proc, Shutdown};
-use crate::report::{free_port, round3, Meta, Summary};
+use crate::report::{exit_code, free_port, round3, verdict_line, Meta, Summary};
 use crate::stats::{self, Stats};
 
 /// SLO guards.
@@ -185,13 +185,7 @@ pub struct Report {
 
 impl Report {
     pub fn exit_code(&self) -> i32 {
-        if !self.errors.is_empty() {
-            1
-        } else if !self.breaches.is_empty() {
-            2
-        } else {
-            0
-        }
+        exit_code(&self.errors, &self.breaches)
     }
 
     /// The readable summary.
@@ -307,15 +301,11 @@ impl Report {
         for e in &self.errors {
             s.push_str(&format!("\nerror: {e}\n"));
         }
-        s.push_str(&format!(
-            "\nverdict: {}\n",
-            if !self.errors.is_empty() {
-                "ERROR".to_string()
-            } else if self.breaches.is_empty() {
-                "all SLO guards met".to_string()
-            } else {
-                format!("SLO BREACH: {}", self.breaches.join(", "))
-            }
+        s.push_str(&verdict_line(
+            &self.errors,
+            &self.breaches,
+            "all SLO guards met",
+            "SLO BREACH",
         ));
         s
     }

@@ -1,5 +1,5 @@
 //! The loopback world `dual-run` and `drill` start for the proxies they compare: a work
-//! directory with a proxy secret (`--aes-pwd`) and a `proxy-multi.conf`, a testkit fake
+//! directory with a proxy secret (`--aes-pwd`) and a `proxy-multi.conf`, an `mtproxy-fakes` fake
 //! middle-end that answers `req_pq_multi` with `resPQ` and echoes everything else, a fake DC
 //! for direct mode, and the C command line for each mode.
 //!
@@ -15,8 +15,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use mtproxy_testkit::fake_me::{FakeMe, FakeMeConfig, Responder};
-use mtproxy_testkit::{FakeDc, Tag};
+use mtproxy_client::Tag;
+use mtproxy_fakes::{FakeDc, FakeMe, FakeMeConfig, Responder};
 use rand::RngCore;
 use serde::Serialize;
 

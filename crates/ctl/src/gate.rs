@@ -24,7 +24,7 @@ use crate::cmdline::ProxyArgs;
 use crate::probe::{self, client_opts, Target};
 use crate::procs::{ms, Proc};
 use crate::stats;
-use mtproxy_testkit::Tag;
+use mtproxy_client::Tag;
 
 /// What the gate checks and how long it may take.
 #[derive(Clone, Debug)]

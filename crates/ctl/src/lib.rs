@@ -1,7 +1,7 @@
 //! `mtproxy-ctl`: the operator tools for switching a production MTProto proxy from the C
 //! `mtproto-proxy` to ours (or between two builds of ours) and back, on evidence.
 //!
-//! - [`dualrun`]: both binaries side by side on the same workload against testkit fakes,
+//! - [`dualrun`]: both binaries side by side on the same workload against the fakes (`mtproxy-fakes`),
 //!   compared under SLO guards;
 //! - [`cutover`]: the production switch (active symlink, systemd or our own supervision,
 //!   health gate, rollback window, automatic rollback), and `rollback`;
@@ -10,7 +10,7 @@
 //!
 //! Building blocks: [`supervise`] (state directory, links, process hand-over), [`gate`]
 //! (health gate and window watch), [`probe`] and [`traffic`] (client sessions through the
-//! proxy with the testkit reference client), [`stats`] (`/stats`), [`procs`] (`/proc`
+//! proxy with the reference client (`mtproxy-client`)), [`stats`] (`/stats`), [`procs`] (`/proc`
 //! measurements and signals), [`cmdline`] (reading a C command line), [`fakes`] (the
 //! loopback world of dual-run and drill), [`report`] (timestamps, summaries, JSON).
 //!

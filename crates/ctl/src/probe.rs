@@ -1,10 +1,10 @@
-//! Client sessions through a proxy's client port, with the testkit reference client: the
+//! Client sessions through a proxy's client port, with the reference client (`mtproxy-client`): the
 //! unit of every workload, gate and traffic loop in the tools.
 //!
 //! A session is: TCP connect; the obfuscated2 header (inside fake TLS when the target says
 //! so) and an unencrypted `req_pq_multi`, answered by `resPQ` with our nonce (the real
 //! first exchange of a Telegram client, so it works against a production proxy too); then
-//! `n` round trips of an "encrypted" packet that the far end echoes (the testkit fakes do;
+//! `n` round trips of an "encrypted" packet that the far end echoes (the fakes (`mtproxy-fakes`) do;
 //! Telegram would not, so production gates use `n = 0`). Its timings are measured
 //! separately: connect, handshake (header to `resPQ`), each round trip.
 //!
@@ -16,7 +16,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use mtproxy_testkit::{parse_res_pq, req_pq_multi, Client, ClientOpts, Tag};
+use mtproxy_client::{parse_res_pq, req_pq_multi, Client, ClientOpts, Tag};
 use rand::RngCore;
 use tokio::net::TcpStream;
 use tokio::time::timeout;

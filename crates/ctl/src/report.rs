@@ -5,9 +5,10 @@
 //! says.
 
 use std::path::Path;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
+use time::OffsetDateTime;
 
 use crate::procs::ms;
 
@@ -53,26 +54,42 @@ pub fn tcp_migrate_req() -> Option<u8> {
 
 /// UTC, millisecond precision: `2026-11-26T21:50:01.123Z`.
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let d = OffsetDateTime::from(t);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        d.hour(),
+        d.minute(),
+        d.second(),
+        d.millisecond()
     )
+}
+
+/// A command's exit status from its report: 1 when something failed to run, 2 when a guard
+/// was breached, else 0.
+pub fn exit_code(errors: &[String], breaches: &[String]) -> i32 {
+    if !errors.is_empty() {
+        1
+    } else if !breaches.is_empty() {
+        2
+    } else {
+        0
+    }
+}
+
+/// The last line of a text report (after a blank line): `ERROR` when something failed to
+/// run, else `passed` when no guard was breached, else `breach` and the breached guards.
+pub fn verdict_line(errors: &[String], breaches: &[String], passed: &str, breach: &str) -> String {
+    let verdict = if !errors.is_empty() {
+        "ERROR".to_string()
+    } else if breaches.is_empty() {
+        passed.to_string()
+    } else {
+        format!("{breach}: {}", breaches.join(", "))
+    };
+    format!("\nverdict: {verdict}\n")
 }
 
 /// One logged step.
@@ -189,6 +206,30 @@ pub fn free_port() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn verdicts() {
+        let (none, two) = (Vec::new(), vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            verdict_line(&none, &none, "ok", "BREACH"),
+            "\nverdict: ok\n"
+        );
+        assert_eq!(
+            verdict_line(&none, &two, "ok", "BREACH"),
+            "\nverdict: BREACH: a, b\n"
+        );
+        assert_eq!(
+            verdict_line(&two, &two, "ok", "BREACH"),
+            "\nverdict: ERROR\n"
+        );
+        let codes = [
+            exit_code(&none, &none),
+            exit_code(&none, &two),
+            exit_code(&two, &none),
+        ];
+        assert_eq!(codes, [0, 2, 1]);
+    }
 
     #[test]
     fn rfc3339_dates() {

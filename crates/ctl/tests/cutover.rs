@@ -1,4 +1,4 @@
-//! `mtproxy-ctl cutover` and `rollback` under `--supervise`, against the testkit fake ME: a
+//! `mtproxy-ctl cutover` and `rollback` under `--supervise`, against the fake ME (`mtproxy-fakes`): a
 //! broken candidate of each kind makes cutover roll back by itself and name the failed
 //! gate; a good one is switched to and rolled back from.
 

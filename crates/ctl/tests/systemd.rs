@@ -1,7 +1,7 @@
 //! `mtproxy-ctl cutover --systemd` and `rollback --systemd` against a stand-in `systemctl`
 //! (there is no systemd here): a bash script, first on the PATH of the mtproxy-ctl process
 //! only, that runs a Type=simple unit whose `ExecStart` is the active link with the proxy's
-//! command line, against the testkit fakes on loopback. It logs every call, so the tests see
+//! command line, against the fakes (`mtproxy-fakes`) on loopback. It logs every call, so the tests see
 //! the exact sequence of `systemctl` commands; the process it started is checked through
 //! `/proc/PID/exe`.
 

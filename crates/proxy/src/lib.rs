@@ -25,6 +25,7 @@
 
 mod bufpool;
 pub mod cli;
+mod clock;
 pub mod config;
 mod dc;
 mod direct;

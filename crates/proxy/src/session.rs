@@ -9,6 +9,7 @@
 //!   fake ServerHello and its session runs inside TLS records; anything else is spliced to
 //!   the real site (`mask.rs`) with the bytes already received.
 
+use crate::clock::unix_now;
 use crate::faketls::{TlsConf, TlsReader, TlsWriter};
 use crate::relay::{Halves, PollReadReady, Prefixed};
 use crate::shared::{Shared, Upstream};
@@ -225,12 +226,6 @@ async fn read_more(client: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant)
     matches!(timeout_at(deadline, client.read_buf(buf)).await, Ok(Ok(n)) if n > 0)
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 /// How a fake-TLS connection goes on after its handshake.
 enum TlsStart {
     /// An authenticated session: the record reader's state and the payload that followed
@@ -338,7 +333,7 @@ async fn tls_handshake(
             buf.len() - need,
             &shared.secrets,
             &tls_conf.domains,
-            unix_now(),
+            unix_now() as i64,
             &mut cache,
             tls_conf.policy,
             local.port() == 80,

@@ -6,6 +6,7 @@
 //! The probe is an ordinary TDLib-shaped hello with a random "secret": the site sees a
 //! normal TLS client that hangs up after the first flight.
 
+use crate::clock::unix_now;
 use mtproto_wire::tls::{build_client_hello, ExtensionOrder, ReplyShape};
 use rand::RngCore;
 use std::io;
@@ -23,9 +24,7 @@ pub const TIMEOUT: Duration = Duration::from_secs(5);
 pub async fn probe_once(addr: SocketAddr, sni: &str) -> io::Result<(usize, ExtensionOrder)> {
     let mut key = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut key);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64);
+    let now = unix_now() as i64;
     let hello = build_client_hello(
         &key,
         Some(sni),

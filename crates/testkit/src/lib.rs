@@ -1,30 +1,24 @@
-//! Test kit for mtproxy: the other ends of a proxy's connections, on loopback only.
+//! Test kit for mtproxy: the other ends of a proxy's connections, on loopback only, and the
+//! load tools.
 //!
-//! - [`fake_dc`]: a fake Telegram DC, as the proxy dials it in direct mode.
-//! - [`fake_me`]: a fake Telegram middle-end (RPC side of middle-proxy mode), which
-//!   misbehaves on [`me_command`]s.
-//! - [`client`]: the reference obfuscated2 client for every transport and secret kind.
+//! - [`client`], [`tls_client`], [`mtproto`]: the reference client (from `mtproxy-client`).
+//! - [`fake_dc`], [`fake_me`], [`me_command`]: the fake DC and ME (from `mtproxy-fakes`).
+//! - [`tls_site`]: a real TLS site on loopback, what fake-TLS masking splices to.
 //! - [`curve25519`]: the checks a passive observer makes on an X25519 key share.
-//! - [`mtproto`]: the few unencrypted MTProto messages tests exchange (`req_pq_multi`, `resPQ`).
+//! - [`bench`]: `mtproxy-bench`, the proxy against C under load.
 //!
 //! Everything is tokio-based and records what it sees so tests can await facts instead of
 //! sleeping.
 
 pub mod bench;
-pub mod client;
 pub mod curve25519;
-pub mod fake_dc;
-pub mod fake_me;
-mod framing;
-pub mod me_command;
-pub mod mtproto;
-pub mod tls_client;
 pub mod tls_site;
 
-pub use client::{Client, ClientOpts, ServerFrame};
-pub use fake_dc::{DcConfig, DcConnInfo, FakeDc, Reply};
-pub use mtproto::{parse_res_pq, req_pq_multi, ResPq};
-pub use mtproto_wire::obfs2::Tag;
-pub use mtproto_wire::tls::ServerHelloError;
-pub use mtproto_wire::transport::{FrameError, MAX_FRAME};
-pub use tls_client::{read_server_hello, server_hello_error, TlsOpts};
+pub use mtproxy_client::{client, mtproto, tls_client};
+pub use mtproxy_fakes::{fake_dc, fake_me, me_command};
+
+pub use mtproxy_client::{
+    parse_res_pq, read_server_hello, req_pq_multi, server_hello_error, Client, ClientOpts,
+    FrameError, ResPq, ServerFrame, ServerHelloError, Tag, TlsOpts, MAX_FRAME,
+};
+pub use mtproxy_fakes::{DcConfig, DcConnInfo, FakeDc, Reply};

@@ -32,10 +32,11 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::{CipherSuite, ClientConfig, DigitallySignedStruct, ServerConfig, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use mtproxy_fakes::observed::Observed;
+use mtproxy_fakes::serving::{loopback_only, Serving};
 
 /// How many received bytes a [`SiteConnInfo`] keeps (the rest is only counted).
 pub const RECORD_CAP: usize = 64 * 1024;
@@ -138,27 +139,7 @@ impl SiteConnInfo {
     }
 }
 
-struct Shared {
-    conns: Mutex<Vec<SiteConnInfo>>,
-    /// Bumped after every change to `conns`.
-    changed: watch::Sender<u64>,
-}
-
-impl Shared {
-    fn update(&self, id: usize, f: impl FnOnce(&mut SiteConnInfo)) {
-        f(&mut self.conns.lock().expect("conns lock")[id]);
-        self.changed.send_modify(|g| *g += 1);
-    }
-
-    fn add(&self, peer: SocketAddr) -> usize {
-        let mut conns = self.conns.lock().expect("conns lock");
-        let id = conns.len();
-        conns.push(SiteConnInfo::new(id, peer));
-        drop(conns);
-        self.changed.send_modify(|g| *g += 1);
-        id
-    }
-}
+type Shared = Observed<SiteConnInfo>;
 
 /// A running TLS site. Dropping it stops the accept loop and every connection.
 pub struct TlsSite {
@@ -167,20 +148,14 @@ pub struct TlsSite {
     token: String,
     names: Vec<String>,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    serving: Serving,
 }
 
 impl TlsSite {
     /// Starts a site on `bind` (a loopback address; port 0 picks a free one). The certificate
     /// (ECDSA P-256, self-signed) covers `localhost` and `opts.names`.
     pub async fn start(bind: SocketAddr, opts: SiteOpts) -> io::Result<TlsSite> {
-        if !bind.ip().is_loopback() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the TLS site only listens on loopback, not {bind}"),
-            ));
-        }
+        loopback_only(bind, "the TLS site")?;
         let mut names = vec!["localhost".to_string()];
         for n in &opts.names {
             if !names.contains(n) {
@@ -206,26 +181,24 @@ impl TlsSite {
 
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            conns: Mutex::new(Vec::new()),
-            changed: watch::channel(0).0,
-        });
-        let (stop, stopped) = oneshot::channel();
+        let shared = Arc::new(Shared::new());
         let ctx = Arc::new(ConnCtx {
             acceptor,
             body: body_for(&token),
             opts,
             shared: shared.clone(),
         });
-        let task = tokio::spawn(accept_loop(listener, ctx, stopped));
+        let serving = Serving::start(listener, "TLS site", move |stream, peer, set| {
+            let id = ctx.shared.push_with(|id| SiteConnInfo::new(id, peer));
+            set.spawn(serve(stream, id, ctx.clone()));
+        });
         Ok(TlsSite {
             addr,
             cert_der,
             token,
             names,
             shared,
-            stop: Some(stop),
-            task,
+            serving,
         })
     }
 
@@ -256,31 +229,18 @@ impl TlsSite {
 
     /// How many connections it accepted so far.
     pub fn connection_count(&self) -> usize {
-        self.shared.conns.lock().expect("conns lock").len()
+        self.shared.len()
     }
 
     /// A snapshot of every connection accepted so far, in accept order.
     pub fn connections(&self) -> Vec<SiteConnInfo> {
-        self.shared.conns.lock().expect("conns lock").clone()
+        self.shared.snapshot()
     }
 
     /// Waits until `pred` holds for the connection list, then returns that snapshot.
     /// Re-checked after every change; wrap it in `tokio::time::timeout` in tests.
-    pub async fn wait_until(
-        &self,
-        mut pred: impl FnMut(&[SiteConnInfo]) -> bool,
-    ) -> Vec<SiteConnInfo> {
-        let mut rx = self.shared.changed.subscribe();
-        loop {
-            {
-                let conns = self.shared.conns.lock().expect("conns lock");
-                if pred(&conns) {
-                    return conns.clone();
-                }
-            }
-            // The sender lives in `self.shared`, so this never fails while `self` exists.
-            let _ = rx.changed().await;
-        }
+    pub async fn wait_until(&self, pred: impl FnMut(&[SiteConnInfo]) -> bool) -> Vec<SiteConnInfo> {
+        self.shared.wait_until(pred).await
     }
 
     /// Waits until at least `n` connections were accepted.
@@ -301,18 +261,8 @@ impl TlsSite {
     }
 
     /// Stops accepting and closes every connection; returns once they are all gone.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
-    }
-}
-
-impl Drop for TlsSite {
-    fn drop(&mut self) {
-        // Dropping the accept task drops its JoinSet, which aborts every connection.
-        self.task.abort();
+    pub async fn shutdown(self) {
+        self.serving.stop().await;
     }
 }
 
@@ -342,29 +292,6 @@ struct ConnCtx {
     body: Vec<u8>,
     opts: SiteOpts,
     shared: Arc<Shared>,
-}
-
-async fn accept_loop(listener: TcpListener, ctx: Arc<ConnCtx>, mut stop: oneshot::Receiver<()>) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            res = listener.accept() => match res {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let id = ctx.shared.add(peer);
-                    conns.spawn(serve(stream, id, ctx.clone()));
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: back off a little instead of spinning.
-                    eprintln!("TLS site: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.shutdown().await;
 }
 
 async fn serve(stream: TcpStream, id: usize, ctx: Arc<ConnCtx>) {

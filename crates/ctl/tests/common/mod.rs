@@ -1,6 +1,6 @@
 //! What the `mtproxy-ctl` tests share: finding (and building) our `mtproto-proxy`, running
 //! `mtproxy-ctl`, temp directories, stand-in binaries, and a supervised proxy against the
-//! testkit fakes. Everything on loopback.
+//! fakes (`mtproxy-fakes`). Everything on loopback.
 #![allow(dead_code)]
 
 use std::os::unix::fs::PermissionsExt;

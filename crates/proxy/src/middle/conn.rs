@@ -15,6 +15,7 @@ use super::health::Health;
 use super::inbound::Inbound;
 use super::inbox::{Answer, CloseCause, Inbox, Refused, ToClient, MAX_QUEUED};
 use super::writer::{Closed, Member, OutQueue};
+use crate::clock::unix_now;
 use crate::stats::Stats;
 use mtproto_wire::rpc::{
     self, derive_keys, frame::pad_to_block, handshake, nonce, ops, CrcKind, FrameDecoder,
@@ -188,12 +189,6 @@ impl std::fmt::Display for ConnEnd {
     }
 }
 
-fn unix_now() -> i32 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i32)
-}
-
 async fn dial(target: SocketAddr, ident: &Ident) -> io::Result<TcpStream> {
     let sock = if target.is_ipv4() {
         TcpSocket::new_v4()?
@@ -238,7 +233,7 @@ pub async fn establish(
     // 1. Our nonce, in plaintext.
     let mut nonce_clt = [0u8; 16];
     rand::thread_rng().fill_bytes(&mut nonce_clt);
-    let ts = unix_now();
+    let ts = unix_now() as i32;
     let mut encoder = FrameEncoder::new();
     let mut out = Vec::with_capacity(256);
     encoder.encode(

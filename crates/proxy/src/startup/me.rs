@@ -4,6 +4,7 @@
 //!
 //! The files themselves and their reload are `me_files`; the pool is `middle::pool`.
 
+use crate::clock::unix_now;
 use crate::fatal::Fatal;
 use crate::me_files::MeFiles;
 use crate::{cli, config, middle, stats};
@@ -64,9 +65,7 @@ pub(super) fn process_id(opts: &cli::Options) -> mtproto_wire::rpc::ProcessId {
         Some(cli::PortSpec::Single(p)) | Some(cli::PortSpec::Range(p, _)) => p,
         None => 0xffff,
     };
-    let utime = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i32);
+    let utime = unix_now() as i32;
     mtproto_wire::rpc::ProcessId::new(ip, port, std::process::id(), utime)
 }
 

@@ -22,6 +22,7 @@ mod me;
 mod tls;
 
 use crate::cli::{self, version};
+use crate::clock::unix_now;
 use crate::fatal::Fatal;
 use crate::me_files::MeFiles;
 use crate::shared::{AcceptRate, Shared, Upstream};
@@ -288,9 +289,7 @@ fn base_view(
     ports: &bind::Ports,
 ) -> stats::StatsView {
     stats::StatsView {
-        start_time: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        start_time: unix_now(),
         pid_ip: std::net::Ipv4Addr::from(pid.ip),
         pid_port: pid.port,
         version: version(),

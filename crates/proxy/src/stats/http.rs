@@ -33,11 +33,13 @@ use super::c_text::render_stats;
 use super::http_conns::{Conns, Ticket};
 use super::http_request::{parse_request, Method, Parse, Request, Version};
 use super::prometheus::{render_metrics, METRICS_CONTENT_TYPE};
-use super::view::{unix_now, StatsView, ViewFn};
+use super::view::{StatsView, ViewFn};
+use crate::clock::unix_now;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant as Deadline;
@@ -84,27 +86,19 @@ fn http_date(unix: u64) -> String {
     const MON: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
-    let days = unix / 86_400;
-    let rem = unix % 86_400;
-    // Civil date from days since 1970-01-01 (H. Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let d = i64::try_from(unix)
+        .ok()
+        .and_then(|u| OffsetDateTime::from_unix_timestamp(u).ok())
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!(
         "{}, {:02} {} {} {:02}:{:02}:{:02} GMT",
-        DOW[((days + 4) % 7) as usize],
-        day,
-        MON[(month - 1) as usize],
-        year,
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        DOW[usize::from(d.weekday().number_days_from_sunday())],
+        d.day(),
+        MON[usize::from(u8::from(d.month()) - 1)],
+        d.year(),
+        d.hour(),
+        d.minute(),
+        d.second()
     )
 }
 

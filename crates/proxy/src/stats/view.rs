@@ -6,9 +6,9 @@
 //! is `source`.
 
 use super::counters::Stats;
+use crate::clock::unix_now;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 /// C's default `-W` without `-D`.
 pub const DEFAULT_WINDOW_CLAMP: u32 = 131_072;
@@ -300,12 +300,6 @@ impl StatsView {
     pub(super) fn uptime(&self) -> u64 {
         self.current_time.saturating_sub(self.start_time)
     }
-}
-
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 fn sysconf(name: libc::c_int) -> Option<u64> {

@@ -212,22 +212,22 @@ fn push_record(out: &mut Vec<u8>, payload: &[u8]) {
 /// The record side of a TLS-mode [`crate::framing::FrameWriter`]: what is still held back
 /// (ChangeCipherSpec, obfuscated2 header) and how big records are.
 #[derive(Clone, Debug)]
-pub(crate) struct TlsOut {
-    pub(crate) record_max: usize,
-    pub(crate) pending_ccs: bool,
-    pub(crate) pending_header: Option<[u8; 64]>,
-    pub(crate) separate_header_writes: bool,
+pub struct TlsOut {
+    pub record_max: usize,
+    pub pending_ccs: bool,
+    pub pending_header: Option<[u8; 64]>,
+    pub separate_header_writes: bool,
 }
 
 impl TlsOut {
-    pub(crate) fn has_pending(&self) -> bool {
+    pub fn has_pending(&self) -> bool {
         self.pending_ccs || self.pending_header.is_some()
     }
 
     /// The wire bytes for `data` (already encrypted): a held ChangeCipherSpec, then records;
     /// a held header goes first in the first record, which takes up to
     /// `max(record_max, 64)` bytes.
-    pub(crate) fn wrap(&mut self, data: &[u8]) -> Vec<u8> {
+    pub fn wrap(&mut self, data: &[u8]) -> Vec<u8> {
         let max = self.record_max.clamp(1, MAX_RECORD_LEN);
         let mut out = Vec::with_capacity(data.len() + 6 + 5 * (data.len() / max + 2) + 64);
         if std::mem::take(&mut self.pending_ccs) {
@@ -249,7 +249,7 @@ impl TlsOut {
 
 /// Where each record header and each record payload of well-formed `wire` bytes (as
 /// [`TlsOut::wrap`] makes them) ends, the last end excluded.
-pub(crate) fn record_cuts(wire: &[u8]) -> Vec<usize> {
+pub fn record_cuts(wire: &[u8]) -> Vec<usize> {
     let mut cuts = Vec::new();
     let mut pos = 0;
     while pos + 5 <= wire.len() {
@@ -267,7 +267,7 @@ pub(crate) fn record_cuts(wire: &[u8]) -> Vec<usize> {
 /// [`MAX_INBOUND_RECORD`] bytes, of any length down to 0. (The wire reader is built for the
 /// client's records, whose first one must hold 64 bytes and may follow a ChangeCipherSpec;
 /// feeding it one dummy 64-byte record first turns both rules off.)
-pub(crate) fn server_record_reader() -> RecordReader {
+pub fn server_record_reader() -> RecordReader {
     let mut r = RecordReader::with_max_payload(MAX_INBOUND_RECORD);
     let mut dummy = Vec::with_capacity(69);
     push_record(&mut dummy, &[0u8; 64]);

@@ -29,7 +29,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use mtproto_wire::rpc::frame::{leading_padding, PAD_WORD};
 use mtproto_wire::rpc::handshake::{
@@ -50,11 +50,13 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, Notify};
-use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio::sync::{mpsc, Notify};
+use tokio::task::{AbortHandle, JoinSet};
 
 pub use crate::me_command::Command;
-use crate::mtproto;
+use crate::observed::Observed;
+use crate::serving::{loopback_only, Serving};
+use mtproxy_client::{mtproto, unix_now};
 
 /// How the fake ME answers RPC_PROXY_REQ.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -279,9 +281,7 @@ struct ConnCtl {
 
 /// State shared by the handle, the accept loops and the connections.
 struct Shared {
-    events: Mutex<Vec<MeEvent>>,
-    /// Bumped after every new event.
-    changed: watch::Sender<u64>,
+    events: Observed<MeEvent>,
     next_conn: AtomicU64,
     /// Live connections.
     conns: Mutex<HashMap<u64, ConnCtl>>,
@@ -292,8 +292,7 @@ struct Shared {
 
 impl Shared {
     fn emit(&self, e: MeEvent) {
-        self.events.lock().expect("events lock").push(e);
-        self.changed.send_modify(|g| *g += 1);
+        self.events.push(e);
     }
 }
 
@@ -303,19 +302,8 @@ pub struct FakeMe {
     config: Arc<FakeMeConfig>,
     addrs: Vec<SocketAddr>,
     shared: Arc<Shared>,
-    running: Option<Running>,
-}
-
-struct Running {
-    stop: Vec<oneshot::Sender<()>>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-fn unix_now() -> i32 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i32)
-        .unwrap_or(0)
+    /// One accept loop per listen address, while listening.
+    running: Option<Vec<Serving>>,
 }
 
 fn invalid(msg: String) -> io::Error {
@@ -340,10 +328,8 @@ impl FakeMe {
                 "the fake ME needs at least one listen address".into(),
             ));
         }
-        if let Some(a) = config.listen.iter().find(|a| !a.ip().is_loopback()) {
-            return Err(invalid(format!(
-                "the fake ME only listens on loopback, not {a}"
-            )));
+        for a in &config.listen {
+            loopback_only(*a, "the fake ME")?;
         }
         if !(MIN_SECRET_LEN..=MAX_SECRET_LEN).contains(&config.secret.len()) {
             return Err(invalid(format!(
@@ -352,12 +338,11 @@ impl FakeMe {
             )));
         }
         let shared = Arc::new(Shared {
-            events: Mutex::new(Vec::new()),
-            changed: watch::channel(0).0,
+            events: Observed::new(),
             next_conn: AtomicU64::new(0),
             conns: Mutex::new(HashMap::new()),
             sessions: Mutex::new(HashMap::new()),
-            start_time: unix_now(),
+            start_time: unix_now() as i32,
         });
         let mut me = FakeMe {
             addrs: config.listen.clone(),
@@ -374,23 +359,15 @@ impl FakeMe {
         for a in &self.addrs {
             listeners.push(bind(*a)?);
         }
-        let mut running = Running {
-            stop: Vec::new(),
-            tasks: Vec::new(),
-        };
+        let mut running = Vec::new();
         let mut addrs = Vec::new();
         for l in listeners {
-            let addr = l.local_addr()?;
-            addrs.push(addr);
-            let (tx, rx) = oneshot::channel();
-            running.stop.push(tx);
-            running.tasks.push(tokio::spawn(accept_loop(
-                l,
-                addr,
-                self.config.clone(),
-                self.shared.clone(),
-                rx,
-            )));
+            let me = l.local_addr()?;
+            addrs.push(me);
+            let (config, shared) = (self.config.clone(), self.shared.clone());
+            running.push(Serving::start(l, "fake ME", move |stream, peer, set| {
+                accepted(stream, peer, me, &config, &shared, set)
+            }));
         }
         self.addrs = addrs;
         self.running = Some(running);
@@ -419,34 +396,18 @@ impl FakeMe {
 
     /// A snapshot of the event log.
     pub fn events(&self) -> Vec<MeEvent> {
-        self.shared.events.lock().expect("events lock").clone()
+        self.shared.events.snapshot()
     }
 
     /// How many events satisfy `pred`.
     pub fn count(&self, pred: impl Fn(&MeEvent) -> bool) -> usize {
-        self.shared
-            .events
-            .lock()
-            .expect("events lock")
-            .iter()
-            .filter(|e| pred(e))
-            .count()
+        self.shared.events.count(pred)
     }
 
     /// Waits (without a time limit) until `pred` holds for the event log; returns that
     /// snapshot. Re-checked after every event.
-    pub async fn wait_until(&self, mut pred: impl FnMut(&[MeEvent]) -> bool) -> Vec<MeEvent> {
-        let mut rx = self.shared.changed.subscribe();
-        loop {
-            {
-                let ev = self.shared.events.lock().expect("events lock");
-                if pred(&ev) {
-                    return ev.clone();
-                }
-            }
-            // The sender lives in `self.shared`: this cannot fail while `self` exists.
-            let _ = rx.changed().await;
-        }
+    pub async fn wait_until(&self, pred: impl FnMut(&[MeEvent]) -> bool) -> Vec<MeEvent> {
+        self.shared.events.wait_until(pred).await
     }
 
     /// [`FakeMe::wait_until`] with a time limit; on timeout the error carries the log.
@@ -534,13 +495,8 @@ impl FakeMe {
     /// Stops listening and closes every connection; returns once all are gone and the ports
     /// are free. The event log and the addresses stay for [`FakeMe::restart`].
     pub async fn stop(&mut self) {
-        if let Some(r) = self.running.take() {
-            for s in r.stop {
-                let _ = s.send(());
-            }
-            for t in r.tasks {
-                let _ = t.await;
-            }
+        for serving in self.running.take().into_iter().flatten() {
+            serving.stop().await;
         }
     }
 
@@ -554,52 +510,28 @@ impl FakeMe {
     }
 }
 
-impl Drop for FakeMe {
-    fn drop(&mut self) {
-        if let Some(r) = self.running.take() {
-            // Aborting an accept loop drops its JoinSet, which aborts its connections.
-            for t in r.tasks {
-                t.abort();
-            }
-        }
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
+/// One accepted connection: logged, registered for commands and cuts, served in its task.
+fn accepted(
+    stream: TcpStream,
+    peer: SocketAddr,
     me: SocketAddr,
-    config: Arc<FakeMeConfig>,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
+    config: &Arc<FakeMeConfig>,
+    shared: &Arc<Shared>,
+    set: &mut JoinSet<()>,
 ) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            res = listener.accept() => match res {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
-                    let (tx, rx) = mpsc::unbounded_channel();
-                    shared.emit(MeEvent::Connected { conn, me, peer });
-                    // The guard lives in the task's future from the start, so even a task
-                    // aborted before its first poll reports `Disconnected`; the map entry is
-                    // in place before the task can remove it.
-                    let guard = ConnGuard { conn, shared: shared.clone() };
-                    let mut map = shared.conns.lock().expect("conns lock");
-                    let abort = conns.spawn(serve(guard, stream, config.clone(), rx));
-                    map.insert(conn, ConnCtl { cmd: tx, abort });
-                }
-                Err(e) => {
-                    eprintln!("fake ME: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    drop(listener);
-    conns.shutdown().await;
+    let conn = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+    let (tx, rx) = mpsc::unbounded_channel();
+    shared.emit(MeEvent::Connected { conn, me, peer });
+    // The guard lives in the task's future from the start, so even a task aborted before its
+    // first poll reports `Disconnected`; the map entry is in place before the task can
+    // remove it.
+    let guard = ConnGuard {
+        conn,
+        shared: shared.clone(),
+    };
+    let mut map = shared.conns.lock().expect("conns lock");
+    let abort = set.spawn(serve(guard, stream, config.clone(), rx));
+    map.insert(conn, ConnCtl { cmd: tx, abort });
 }
 
 /// Emits `Disconnected` and forgets the connection however its task ends (also on abort).
@@ -823,7 +755,7 @@ async fn serve_inner(
             .read_frame(&mut stream)
             .await
             .map_err(|e| format!("reading the nonce: {e}"))?;
-        let now = unix_now().wrapping_add(config.clock_offset);
+        let now = (unix_now() as i32).wrapping_add(config.clock_offset);
         let theirs = check_proxy_nonce(&payload, key_select(&config.secret), now)
             .map_err(|e| format!("nonce refused ({}): {e}", e.c_code()))?;
         // 2. Ours, then keys in the server role.

@@ -1,6 +1,7 @@
 //! One half of an obfuscated2 stream after the header, for async I/O: [`FrameReader`]
 //! decrypts what arrives and cuts it into transport frames, [`FrameWriter`] frames and
-//! encrypts what leaves. The fake DC and the reference client both sit on these.
+//! encrypts what leaves. The reference client and the fake DC (`mtproxy-fakes`) both sit
+//! on these.
 //!
 //! In fake-TLS mode (the reference client with an `ee` secret) the same stream travels in
 //! `17 03 03` records: the reader strips them with the wire [`RecordReader`] before
@@ -26,7 +27,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// One frame as it arrived, decrypted.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Received {
+pub enum Received {
     /// A packet: its payload (padded intermediate: the first `len & !3` bytes) and whether
     /// the sender asked for a quick acknowledgement.
     Packet { payload: Vec<u8>, quick_ack: bool },
@@ -36,7 +37,7 @@ pub(crate) enum Received {
 
 /// Why reading a frame failed.
 #[derive(Debug)]
-pub(crate) enum ReadError {
+pub enum ReadError {
     Io(io::Error),
     Frame(FrameError),
 }
@@ -57,7 +58,7 @@ impl From<ReadError> for io::Error {
 }
 
 /// Reads frames of one transport from an obfuscated stream.
-pub(crate) struct FrameReader<R> {
+pub struct FrameReader<R> {
     rd: R,
     decrypt: AesCtr,
     tag: Tag,
@@ -66,7 +67,7 @@ pub(crate) struct FrameReader<R> {
     buf: Vec<u8>,
     pos: usize,
     /// Raw bytes read from the socket so far.
-    pub(crate) bytes_read: u64,
+    pub bytes_read: u64,
     /// Fake TLS: the record layer the raw bytes go through before decryption.
     records: Option<RecordReader>,
     /// Fake TLS: raw bytes read with the ServerHello, not fed to `records` yet.
@@ -76,7 +77,7 @@ pub(crate) struct FrameReader<R> {
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// `decrypt` must be positioned where the peer's next byte belongs (byte 64 of the
     /// client's stream on the server side, byte 0 on the client side).
-    pub(crate) fn new(rd: R, decrypt: AesCtr, tag: Tag, side: Side) -> Self {
+    pub fn new(rd: R, decrypt: AesCtr, tag: Tag, side: Side) -> Self {
         FrameReader {
             rd,
             decrypt,
@@ -93,14 +94,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Fake TLS: raw bytes are TLS records, stripped by `records` before decryption.
     /// `already` are raw bytes read before (those after the ServerHello): they are taken as
     /// the first read.
-    pub(crate) fn with_records(mut self, records: RecordReader, already: Vec<u8>) -> Self {
+    pub fn with_records(mut self, records: RecordReader, already: Vec<u8>) -> Self {
         self.records = Some(records);
         self.early = already;
         self
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between frames.
-    pub(crate) async fn next(&mut self) -> Result<Option<Received>, ReadError> {
+    pub async fn next(&mut self) -> Result<Option<Received>, ReadError> {
         loop {
             let avail = &self.buf[self.pos..];
             match parse_frame(self.tag, self.side, avail).map_err(ReadError::Frame)? {
@@ -136,7 +137,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    pub(crate) fn into_inner(self) -> R {
+    pub fn into_inner(self) -> R {
         self.rd
     }
 
@@ -144,7 +145,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// that were still buffered or arrived (an error such as a reset ends it too). In TLS
     /// mode what arrives is counted raw and not parsed as records (after a forward to a
     /// real site, say, it need not be).
-    pub(crate) async fn discard_to_end(&mut self) -> io::Result<u64> {
+    pub async fn discard_to_end(&mut self) -> io::Result<u64> {
         let mut total = (self.buf.len() - self.pos + self.early.len()) as u64;
         self.buf.clear();
         self.pos = 0;
@@ -227,7 +228,7 @@ fn invalid_data(e: impl std::error::Error + Send + Sync + 'static) -> io::Error 
 }
 
 /// Writes frames of one transport into an obfuscated stream.
-pub(crate) struct FrameWriter<W> {
+pub struct FrameWriter<W> {
     wr: W,
     encrypt: AesCtr,
     tag: Tag,
@@ -238,7 +239,7 @@ pub(crate) struct FrameWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    pub(crate) fn new(wr: W, encrypt: AesCtr, tag: Tag) -> Self {
+    pub fn new(wr: W, encrypt: AesCtr, tag: Tag) -> Self {
         FrameWriter {
             wr,
             encrypt,
@@ -249,27 +250,27 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// Plain obfuscated2: `header` (when given) goes out with the first bytes sent.
-    pub(crate) fn holding(mut self, header: Option<[u8; HEADER_LEN]>) -> Self {
+    pub fn holding(mut self, header: Option<[u8; HEADER_LEN]>) -> Self {
         self.held = header;
         self
     }
 
     /// Fake TLS: everything sent from now on is wrapped in records as `tls` says, after
     /// what it holds back.
-    pub(crate) fn with_tls(mut self, tls: TlsOut) -> Self {
+    pub fn with_tls(mut self, tls: TlsOut) -> Self {
         self.tls = Some(tls);
         self
     }
 
     /// Is the header (or in fake TLS a ChangeCipherSpec) still held back?
-    pub(crate) fn has_pending(&self) -> bool {
+    pub fn has_pending(&self) -> bool {
         self.held.is_some() || self.tls.as_ref().is_some_and(TlsOut::has_pending)
     }
 
     /// Sends what is held back (the plain header; in fake TLS the ChangeCipherSpec and the
     /// header in a record of its own), if anything. `split` (fake TLS): write the first
     /// that many bytes, pause, then the rest.
-    pub(crate) async fn flush_pending(
+    pub async fn flush_pending(
         &mut self,
         split: Option<(usize, std::time::Duration)>,
     ) -> io::Result<()> {
@@ -312,7 +313,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Sends `payload` in one frame with `padding` random bytes after it (padded
     /// intermediate only; the length field counts them).
-    pub(crate) async fn send(
+    pub async fn send(
         &mut self,
         payload: &[u8],
         padding: usize,
@@ -324,7 +325,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Encrypts and sends bytes as they are (no framing added; in TLS mode wrapped in
     /// records, after what was held back).
-    pub(crate) async fn send_plain(&mut self, mut bytes: Vec<u8>) -> io::Result<()> {
+    pub async fn send_plain(&mut self, mut bytes: Vec<u8>) -> io::Result<()> {
         self.encrypt.apply(&mut bytes);
         if let Some(tls) = &mut self.tls {
             bytes = tls.wrap(&bytes);
@@ -336,16 +337,16 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         self.wr.flush().await
     }
 
-    pub(crate) async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.wr.write_all(bytes).await?;
         self.wr.flush().await
     }
 
-    pub(crate) async fn shutdown(&mut self) -> io::Result<()> {
+    pub async fn shutdown(&mut self) -> io::Result<()> {
         self.wr.shutdown().await
     }
 
-    pub(crate) fn into_inner(self) -> W {
+    pub fn into_inner(self) -> W {
         self.wr
     }
 }
@@ -353,7 +354,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 /// Prefix ‖ payload ‖ random padding, unencrypted. Refuses what the transport cannot express
 /// (a payload that is not a multiple of 4 outside padded mode, padding outside padded mode,
 /// an empty frame, a length too large for the prefix).
-pub(crate) fn encode_frame(
+pub fn encode_frame(
     tag: Tag,
     payload: &[u8],
     padding: usize,

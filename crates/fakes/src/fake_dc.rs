@@ -15,19 +15,19 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use mtproto_wire::obfs2::{self, Tag, HEADER_LEN};
 use mtproto_wire::transport::{FrameError, Side};
 use rand::Rng;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::sync::mpsc;
 
-use crate::framing::{FrameReader, FrameWriter, ReadError, Received};
-use crate::mtproto;
+use crate::observed::Observed;
+use crate::serving::{loopback_only, Serving};
+use mtproxy_client::framing::{FrameReader, FrameWriter, ReadError, Received};
+use mtproxy_client::mtproto;
 
 /// What the fake DC does with the packets it receives.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -115,36 +115,15 @@ impl DcConnInfo {
     }
 }
 
-/// State shared between the accept loop, the connections and the handle.
-struct Shared {
-    conns: Mutex<Vec<DcConnInfo>>,
-    /// Bumped after every change to `conns`.
-    changed: watch::Sender<u64>,
-}
-
-impl Shared {
-    fn update(&self, id: usize, f: impl FnOnce(&mut DcConnInfo)) {
-        f(&mut self.conns.lock().expect("conns lock")[id]);
-        self.changed.send_modify(|g| *g += 1);
-    }
-
-    fn add(&self, peer: SocketAddr) -> usize {
-        let mut conns = self.conns.lock().expect("conns lock");
-        let id = conns.len();
-        conns.push(DcConnInfo::new(id, peer));
-        drop(conns);
-        self.changed.send_modify(|g| *g += 1);
-        id
-    }
-}
+/// What the accept loop, the connections and the handle share: the connections seen.
+type Shared = Observed<DcConnInfo>;
 
 /// A running fake DC. Dropping it stops the accept loop and every connection.
 pub struct FakeDc {
     addr: SocketAddr,
     config: DcConfig,
     shared: Arc<Shared>,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<()>,
+    serving: Serving,
 }
 
 impl FakeDc {
@@ -155,26 +134,20 @@ impl FakeDc {
 
     /// A fake DC with the given behaviour.
     pub async fn start_with(bind: SocketAddr, config: DcConfig) -> io::Result<FakeDc> {
-        if !bind.ip().is_loopback() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("the fake DC only listens on loopback, not {bind}"),
-            ));
-        }
+        loopback_only(bind, "the fake DC")?;
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
-        let shared = Arc::new(Shared {
-            conns: Mutex::new(Vec::new()),
-            changed: watch::channel(0).0,
+        let shared = Arc::new(Shared::new());
+        let conns = shared.clone();
+        let serving = Serving::start(listener, "fake DC", move |stream, peer, set| {
+            let id = conns.push_with(|id| DcConnInfo::new(id, peer));
+            set.spawn(serve(stream, id, config, conns.clone()));
         });
-        let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(accept_loop(listener, config, shared.clone(), stopped));
         Ok(FakeDc {
             addr,
             config,
             shared,
-            stop: Some(stop),
-            task,
+            serving,
         })
     }
 
@@ -190,23 +163,13 @@ impl FakeDc {
 
     /// A snapshot of every connection accepted so far, in accept order.
     pub fn connections(&self) -> Vec<DcConnInfo> {
-        self.shared.conns.lock().expect("conns lock").clone()
+        self.shared.snapshot()
     }
 
     /// Waits until `pred` holds for the connection list, then returns that snapshot.
     /// Re-checked after every change; wrap it in `tokio::time::timeout` in tests.
-    pub async fn wait_until(&self, mut pred: impl FnMut(&[DcConnInfo]) -> bool) -> Vec<DcConnInfo> {
-        let mut rx = self.shared.changed.subscribe();
-        loop {
-            {
-                let conns = self.shared.conns.lock().expect("conns lock");
-                if pred(&conns) {
-                    return conns.clone();
-                }
-            }
-            // The sender lives in `self.shared`, so this never fails while `self` exists.
-            let _ = rx.changed().await;
-        }
+    pub async fn wait_until(&self, pred: impl FnMut(&[DcConnInfo]) -> bool) -> Vec<DcConnInfo> {
+        self.shared.wait_until(pred).await
     }
 
     /// Waits until at least `n` connections got past the header stage (the 64 bytes
@@ -229,47 +192,9 @@ impl FakeDc {
     }
 
     /// Stops accepting and closes every connection; returns once they are all gone.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let _ = (&mut self.task).await;
+    pub async fn shutdown(self) {
+        self.serving.stop().await;
     }
-}
-
-impl Drop for FakeDc {
-    fn drop(&mut self) {
-        // Dropping the accept task drops its JoinSet, which aborts every connection.
-        self.task.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    config: DcConfig,
-    shared: Arc<Shared>,
-    mut stop: oneshot::Receiver<()>,
-) {
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = &mut stop => break,
-            res = listener.accept() => match res {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let id = shared.add(peer);
-                    conns.spawn(serve(stream, id, config, shared.clone()));
-                }
-                Err(e) => {
-                    // Out of descriptors and the like: back off a little instead of spinning.
-                    eprintln!("fake DC: accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
-        }
-    }
-    conns.shutdown().await;
 }
 
 /// One connection, start to end; always leaves it marked closed.
