@@ -1,8 +1,8 @@
 //! `mtproxy-ctl`: the operator tools for switching a production MTProto proxy from the C
 //! `mtproto-proxy` to ours (or between two builds of ours) and back, on evidence.
 //!
-//! - [`dualrun`]: both binaries side by side on the same workload against the fakes (`mtproxy-fakes`),
-//!   compared under SLO guards;
+//! - [`dualrun`]: both binaries side by side on the same workload against the fakes
+//!   (`mtproxy-fakes`), compared under SLO guards;
 //! - [`cutover`]: the production switch (active symlink, systemd or our own supervision,
 //!   health gate, rollback window, automatic rollback), and `rollback`;
 //! - [`drill`]: the whole sequence rehearsed under client traffic, with start-up, shutdown
@@ -10,8 +10,8 @@
 //!
 //! Building blocks: [`supervise`] (state directory, links, process hand-over), [`gate`]
 //! (health gate and window watch), [`probe`] and [`traffic`] (client sessions through the
-//! proxy with the reference client (`mtproxy-client`)), [`stats`] (`/stats`), [`procs`] (`/proc`
-//! measurements and signals), [`cmdline`] (reading a C command line), [`fakes`] (the
+//! proxy with the reference client, `mtproxy-client`), [`stats`] (`/stats`), [`procs`]
+//! (`/proc` measurements and signals), [`cmdline`] (reading a C command line), [`fakes`] (the
 //! loopback world of dual-run and drill), [`report`] (timestamps, summaries, JSON).
 //!
 //! Everything the tools connect to is on loopback.

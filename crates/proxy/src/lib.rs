@@ -18,7 +18,9 @@
 //! - With `-M N`, [`master`] runs N [`workers`] that inherit the ports and serve as above.
 //!
 //! Around them: [`bufpool`] (pooled read buffers), [`links`] (the start-up links),
-//! [`logging`] (C-style log lines), [`process`] (fd limit, daemon, privileges).
+//! [`logging`] (C-style log lines), [`process`] (fd limit, daemon, privileges), [`fatal`]
+//! (start-up errors with their exit codes), [`clock`] (unix time). The crate and module
+//! map with where each kind of change goes is docs/architecture.md.
 
 // The map links to private modules: read it with `cargo doc --document-private-items`.
 #![allow(rustdoc::private_intra_doc_links)]
