@@ -6,8 +6,9 @@
 //! the first SIGUSR1 and logs to stderr until then); a root start without `-u` when the
 //! `mtproxy` user does not exist falls back to `nobody` with a warning (C exits); a hard fd
 //! limit too low for `-c` lowers the connection cap with a warning instead of exiting; the
-//! limit gives every client connection two descriptors (C: one), as a session holds its
-//! client's socket and its upstream's (a DC, or the site of a masked fake-TLS connection).
+//! limit gives every client connection the descriptors it can hold (C: one): two in direct
+//! and fake-TLS modes (its socket and its upstream's: a DC, or the site of a masked
+//! connection), one in plain ME mode (the ME connections are shared).
 
 use crate::fatal::Fatal;
 use nix::unistd::{Gid, Uid, User};
@@ -15,20 +16,18 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use tracing::{info, warn};
 
-/// Descriptors one client connection may hold: its own socket and its upstream's.
-pub const FDS_PER_CONNECTION: u64 = 2;
 /// Descriptors reserved besides the client connections: listening sockets, logs, config,
 /// the ME pool (4 per ME address), the stats port (64 connections at most).
 pub const FD_RESERVE: u64 = 256;
 
 /// Raises RLIMIT_NOFILE so that `connections` client connections fit with their upstreams
-/// ([`FDS_PER_CONNECTION`] each, plus [`FD_RESERVE`]): up to the cap, a new connection is
-/// never refused by `accept` failing for want of a descriptor. Returns the connection count
-/// that actually fits (lower than asked when the hard limit is lower and we cannot raise
-/// it).
-pub fn raise_fd_limit(connections: u64) -> u64 {
+/// (`per` descriptors each, plus [`FD_RESERVE`]): up to the cap, a new connection is never
+/// refused by `accept` failing for want of a descriptor. Returns the connection count that
+/// actually fits (lower than asked when the hard limit is lower and we cannot raise it).
+pub fn raise_fd_limit(connections: u64, per: u64) -> u64 {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    let want = connections * FDS_PER_CONNECTION + FD_RESERVE;
+    let per = per.max(1);
+    let want = connections * per + FD_RESERVE;
     let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
         return connections;
     };
@@ -44,7 +43,7 @@ pub fn raise_fd_limit(connections: u64) -> u64 {
     }
     let (soft, _) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((soft, hard));
     if soft < want {
-        let fit = (soft.saturating_sub(FD_RESERVE) / FDS_PER_CONNECTION).max(1);
+        let fit = (soft.saturating_sub(FD_RESERVE) / per).max(1);
         warn!("open-file limit is {soft}: serving at most {fit} connections instead of {connections} (raise LimitNOFILE / ulimit -n)");
         return fit;
     }

@@ -101,7 +101,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     } else {
         Some(tls::mask_targets(&opts)?)
     };
-    let max_clients = limits(&opts);
+    let max_clients = limits(&opts, me_mode);
     let stats = Arc::new(stats::Stats::with_secrets(secrets.len()));
     print_links(&opts, &ports, &secrets, me.as_ref());
 
@@ -210,8 +210,15 @@ fn dc_overrides(opts: &cli::Options) -> Result<DcOverrides, Fatal> {
 
 /// Phase 4, after binding: raises the fd limit for `-c`, applies `--nice`; returns how many
 /// client connections are served at once.
-fn limits(opts: &cli::Options) -> u64 {
-    let connections = process::raise_fd_limit(u64::from(opts.connections));
+fn limits(opts: &cli::Options, me_mode: bool) -> u64 {
+    // A client's socket and its upstream's (a DC, or a masked connection's site); an
+    // ME-mode client shares the pool's connections.
+    let per = if me_mode && opts.domains.is_empty() {
+        1
+    } else {
+        2
+    };
+    let connections = process::raise_fd_limit(u64::from(opts.connections), per);
     let max_clients = opts
         .max_special_connections
         .map_or(connections, |c| u64::from(c).min(connections).max(1));
