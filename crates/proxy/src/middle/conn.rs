@@ -14,6 +14,7 @@
 use super::health::Health;
 use super::inbound::Inbound;
 use super::inbox::{Answer, CloseCause, Inbox, Refused, ToClient, MAX_QUEUED};
+use super::nat::Nat;
 use super::writer::{Closed, Member, OutQueue};
 use crate::clock::unix_now;
 use crate::stats::Stats;
@@ -40,32 +41,13 @@ pub struct Ident {
     pub pid: ProcessId,
     /// The proxy secret (`--aes-pwd`), `None` when there is none: then no ME accepts us.
     pub secret: Option<Arc<Vec<u8>>>,
-    /// `--nat-info` rules, local → global, first match wins.
-    pub nat: Vec<(Ipv4Addr, Ipv4Addr)>,
+    /// `--nat-info` (the sessions share the same table).
+    pub nat: Arc<Nat>,
     /// `--address`: source address of IPv4 ME sockets.
     pub bind_v4: Option<Ipv4Addr>,
     /// The writer tasks (they also send our own RPC_PING each `--ping-interval`: C never
     /// pings; telemt does, and MEs accept it).
     pub writers: Arc<super::writer::Writers>,
-}
-
-impl Ident {
-    /// Applies the NAT table to an IPv4 address (IPv6 and ports are never translated).
-    pub fn nat_ip(&self, ip: IpAddr) -> IpAddr {
-        match rpc::kdf::ipv4_of(ip) {
-            Some(v4) => IpAddr::V4(
-                self.nat
-                    .iter()
-                    .find(|(l, _)| *l == v4)
-                    .map_or(v4, |(_, g)| *g),
-            ),
-            None => ip,
-        }
-    }
-
-    fn nat_addr(&self, a: SocketAddr) -> SocketAddr {
-        SocketAddr::new(self.nat_ip(a.ip()), a.port())
-    }
 }
 
 /// A live, handshaken ME connection.
@@ -260,8 +242,8 @@ pub async fn establish(
             nonce_srv: me_nonce.nonce,
             nonce_clt,
             client_ts: ts,
-            server: ident.nat_addr(target),
-            client: ident.nat_addr(local),
+            server: ident.nat.addr(target),
+            client: ident.nat.addr(local),
             secret: &secret,
         },
         Role::Client,

@@ -78,10 +78,11 @@ pub(super) fn start_pool(
     stats: &Arc<stats::Stats>,
 ) -> Arc<middle::Middle> {
     let budget = middle::budget::Budget::new(opts.msg_buffers_size, stats.clone());
+    let nat = Arc::new(middle::nat::Nat::new(opts.nat_info.clone()));
     let ident = middle::conn::Ident {
         pid,
         secret: secret.map(|s| Arc::new(s.bytes)),
-        nat: opts.nat_info.clone(),
+        nat: nat.clone(),
         bind_v4: opts.address,
         writers: middle::writer::Writers::new(Duration::from_secs_f64(opts.ping_interval)),
     };
@@ -92,7 +93,7 @@ pub(super) fn start_pool(
         pool,
         budget,
         proxy_tag: opts.proxy_tag,
-        nat: opts.nat_info.clone(),
+        nat,
     })
 }
 
