@@ -45,6 +45,7 @@ mod process;
 mod relay;
 mod session;
 mod shared;
+mod signals;
 mod startup;
 mod stats;
 mod tls_probe;

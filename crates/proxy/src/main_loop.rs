@@ -30,7 +30,7 @@ pub async fn run(
     reloader: Option<Reloader>,
     opts: &cli::Options,
 ) -> ExitCode {
-    use tokio::signal::unix::{signal, SignalKind};
+    use crate::signals::Signals;
     let mut tasks = Vec::new();
     for l in listeners {
         match tokio::net::TcpListener::from_std(l) {
@@ -41,13 +41,13 @@ pub async fn run(
             }
         }
     }
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        error!("cannot install signal handlers");
+    let Some(Signals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr1,
+    }) = Signals::install()
+    else {
         return ExitCode::from(1);
     };
     info!("main loop");

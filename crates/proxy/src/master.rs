@@ -21,8 +21,8 @@ pub async fn run(
     base_view: stats::StatsView,
     secrets: usize,
 ) -> ExitCode {
+    use crate::signals::Signals;
     use nix::sys::signal::Signal;
-    use tokio::signal::unix::{signal, SignalKind};
     let master = match workers::start(opts.workers, &listeners) {
         Ok(m) => m,
         Err(e) => {
@@ -66,13 +66,13 @@ pub async fn run(
     // The master never accepts, but keeps the listening sockets open for its whole life:
     // workers started (and replaced) later inherit them from here.
     let _listeners = listeners;
-    let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-        signal(SignalKind::user_defined1()),
-    ) else {
-        error!("cannot install signal handlers");
+    let Some(Signals {
+        mut term,
+        mut int,
+        mut hup,
+        mut usr1,
+    }) = Signals::install()
+    else {
         return ExitCode::from(1);
     };
     info!("main loop (master of {} workers)", opts.workers);
