@@ -5,7 +5,7 @@
 //! Starting, watching and asking the workers is `workers`; a worker's own loop is
 //! `main_loop`.
 
-use crate::stats::{self, ConfigMeta, Stats};
+use crate::stats::{self, ConfigMeta};
 use crate::{cli, process, workers};
 use std::process::ExitCode;
 use std::sync::{Arc, RwLock};
@@ -42,18 +42,19 @@ pub async fn run(
             let mut tick = tokio::time::interval(Duration::from_millis(500));
             loop {
                 tick.tick().await;
-                let sum = m.collect().await;
-                *m.summed.lock().expect("summed") = sum;
+                let snaps = m.collect().await;
+                *m.snapshots.lock().expect("snapshots") = snaps;
             }
         });
     }
     if let Some(l) = stats_listener {
         let m = master.clone();
         let view: stats::ViewFn = Arc::new(move || {
-            let total = Stats::with_secrets(secrets);
-            total.absorb(&m.summed.lock().expect("summed"));
+            let snaps = m.snapshots.lock().expect("snapshots").clone();
+            let (total, pool) = stats::combine(&snaps, secrets);
             let mut v = base_view.clone();
             stats::fill_view(&mut v, &total, &meta);
+            v.process_pool = Some(pool);
             v
         });
         match tokio::net::TcpListener::from_std(l) {

@@ -109,8 +109,9 @@ struct Slot {
 pub struct Master {
     slots: Vec<Arc<Slot>>,
     stopping: AtomicBool,
-    /// The last summed snapshot (refreshed in the background for `/stats`).
-    pub summed: Mutex<Vec<u64>>,
+    /// The last snapshot of each worker that answered (refreshed in the background for
+    /// `/stats`; `stats::combine` sums them).
+    pub snapshots: Mutex<Vec<Vec<u64>>>,
 }
 
 impl Master {
@@ -130,9 +131,9 @@ impl Master {
         }
     }
 
-    /// Asks every worker for its counters and sums them.
-    pub async fn collect(&self) -> Vec<u64> {
-        let mut total: Vec<u64> = Vec::new();
+    /// Asks every worker for its counters: one snapshot per worker that answered.
+    pub async fn collect(&self) -> Vec<Vec<u64>> {
+        let mut all: Vec<Vec<u64>> = Vec::with_capacity(self.slots.len());
         for slot in &self.slots {
             let mut guard = slot.control.lock().await;
             let Some(ctl) = guard.as_mut() else { continue };
@@ -143,22 +144,15 @@ impl Master {
                 Ok::<_, io::Error>(line)
             };
             match tokio::time::timeout(Duration::from_secs(1), ask).await {
-                Ok(Ok(line)) => {
-                    let v: Vec<u64> = line
-                        .split_whitespace()
+                Ok(Ok(line)) => all.push(
+                    line.split_whitespace()
                         .filter_map(|x| x.parse().ok())
-                        .collect();
-                    if total.len() < v.len() {
-                        total.resize(v.len(), 0);
-                    }
-                    for (t, x) in total.iter_mut().zip(v) {
-                        *t += x;
-                    }
-                }
+                        .collect(),
+                ),
                 _ => *guard = None,
             }
         }
-        total
+        all
     }
 
     pub fn stop(&self) {
@@ -183,7 +177,7 @@ pub fn start(n: u32, listeners: &[std::net::TcpListener]) -> io::Result<Arc<Mast
             })
             .collect(),
         stopping: AtomicBool::new(false),
-        summed: Mutex::new(Vec::new()),
+        snapshots: Mutex::new(Vec::new()),
     });
     info!("creating {n} workers");
     for (id, slot) in master.slots.iter().enumerate() {

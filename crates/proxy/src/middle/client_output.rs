@@ -108,15 +108,17 @@ impl ClientWriter {
         self.enc.apply(&mut self.out[start..]);
     }
 
-    pub async fn flush(&mut self, w: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<()> {
-        if self.out.len() > self.start {
+    /// Writes the batch out; returns how many bytes it was.
+    pub async fn flush(&mut self, w: &mut (impl AsyncWriteExt + Unpin)) -> std::io::Result<usize> {
+        let n = self.out.len().saturating_sub(self.start);
+        if n > 0 {
             w.write_all(&self.out[self.start..]).await?;
             w.flush().await?;
             // Idle sessions keep no output buffer: it goes back to the pool.
             bufpool::give_out(std::mem::take(&mut self.out));
             self.start = 0;
         }
-        Ok(())
+        Ok(n)
     }
 }
 

@@ -21,7 +21,7 @@ use mtproto_wire::obfs2::{Accepted, Tag};
 use mtproto_wire::rpc::{classify_client_packet, ops, Forward, ReqParams};
 use mtproto_wire::transport;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -42,18 +42,21 @@ struct Binding {
 
 /// Writes the batch to the client unless, first, the ME sheds the session (over its
 /// buffer budget) or the idle deadline passes: a client that does not read must not pin
-/// its session, and the ME's close must be seen while the write waits.
+/// its session, and the ME's close must be seen while the write waits. The bytes written
+/// are added to `sent` (the process's `bytes_down`).
 async fn flush_bounded<W: AsyncWriteExt + Unpin>(
     writer: &mut ClientWriter,
     wr: &mut W,
     inbox: &Inbox,
     deadline: Instant,
+    sent: &AtomicU64,
 ) -> Result<(), End> {
     tokio::select! {
         biased;
         cause = inbox.shed_signal() => Err(End::Me(cause)),
         r = writer.flush(wr) => {
-            r.map_err(|e| End::ClientError(e.kind()))?;
+            let n = r.map_err(|e| End::ClientError(e.kind()))?;
+            sent.fetch_add(n as u64, Relaxed);
             // What it held is out: no longer charged to the session.
             inbox.written();
             Ok(())
@@ -219,7 +222,14 @@ impl Session<'_> {
     /// Writes what is batched for the client ([`flush_bounded`]).
     async fn flush<W: AsyncWrite + Unpin>(&mut self, wr: &mut W) -> Result<(), End> {
         let deadline = self.deadline();
-        flush_bounded(&mut self.writer, wr, &self.inbox, deadline).await
+        flush_bounded(
+            &mut self.writer,
+            wr,
+            &self.inbox,
+            deadline,
+            &self.stats.bytes_down,
+        )
+        .await
     }
 
     /// The client's socket is readable: reads until it would block, at most
@@ -238,9 +248,10 @@ impl Session<'_> {
         for _ in 0..READS_PER_TURN {
             // A short read already tells tokio the socket would block, and the next
             // attempt returns at once.
-            if input.read_from(rd).await?.is_none() {
+            let Some(n) = input.read_from(rd).await? else {
                 break;
-            }
+            };
+            self.stats.bytes_up.fetch_add(n as u64, Relaxed);
             self.last_activity = Instant::now();
             while let Some(p) = input.next_packet()? {
                 self.forward(p.data, p.quick_ack, rd).await?;
@@ -419,7 +430,7 @@ mod tests {
         };
         let r = tokio::time::timeout(
             Duration::from_secs(20),
-            flush_bounded(&mut writer, &mut client, &inbox, far),
+            flush_bounded(&mut writer, &mut client, &inbox, far, &AtomicU64::new(0)),
         )
         .await
         .expect("the shed was not seen while the write waited");
@@ -443,7 +454,9 @@ mod tests {
         let mut writer = writer_with(64 * 1024);
         let inbox = Inbox::for_test();
         let deadline = tokio::time::Instant::now() + Duration::from_millis(50);
-        let r = flush_bounded(&mut writer, &mut client, &inbox, deadline).await;
+        let sent = AtomicU64::new(0);
+        let r = flush_bounded(&mut writer, &mut client, &inbox, deadline, &sent).await;
+        assert_eq!(sent.load(Relaxed), 0, "nothing was written");
         assert!(matches!(r, Err(End::Idle)), "{r:?}");
         assert!(tokio::time::Instant::now() >= deadline);
     }
@@ -460,9 +473,15 @@ mod tests {
             let mut got = vec![0u8; want];
             peer.read_exact(&mut got).await.map(|_| got.len())
         });
-        flush_bounded(&mut writer, &mut client, &inbox, far)
+        let sent = AtomicU64::new(0);
+        flush_bounded(&mut writer, &mut client, &inbox, far, &sent)
             .await
             .unwrap();
         assert_eq!(reader.await.unwrap().unwrap(), want);
+        assert_eq!(
+            sent.load(Relaxed),
+            want as u64,
+            "the bytes written are counted"
+        );
     }
 }

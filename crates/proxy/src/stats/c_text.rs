@@ -19,18 +19,18 @@
 //! | `outbound_connections_created` | `outbound_connections_created` ([`StatsView::fill_counters`]: ME connects) |
 //! | `total_connect_failures` | Σ `me_connect_failed` + `upstream_connect_failed` |
 //! | `inbound_connections`, `active_inbound_connections`, `allocated_inbound_connections`, `total_allocated_inbound_connections` | Σ `active` + `http_connections` |
-//! | `inbound_connections_accepted` | Σ `accepted` + `http_accepted` |
+//! | `inbound_connections_accepted` | 2 × (`accepted` + `http_accepted`) + `accept_connection_limit_failed` + `accept_rate_limit_failed`: C counts a connection at accept(2) and again when it sets it up (net-connections.c), so a served one counts twice |
 //! | `listening_connections` | `listening_sockets` |
 //! | `unused_connections_closed`, `free_targets`, `free_later_size`, `free_later_total`, `max_connection` (C's highest fd) | 0 |
-//! | `ready_targets`, `total_ready_targets` | `me_ready_targets` |
-//! | `allocated_targets`, `total_allocated_targets` | `me_targets` |
-//! | `active_targets`, `total_declared_targets` | `me_declared_targets` |
-//! | `inactive_targets`, `total_inactive_targets` | `me_targets − me_declared_targets`, at least 0 |
-//! | `max_connections`, `max_special_connections`, `total_max_special_connections`, `max_accept_rate` | the same-named fields (`-c`, `-C`, `--max-accept-rate`) |
+//! | `total_ready_targets`, `total_allocated_targets`, `total_declared_targets` | `me_ready_targets`, `me_targets`, `me_declared_targets` (the `-M` master: Σ over the workers, as C) |
+//! | `total_inactive_targets` | `me_targets − me_declared_targets`, at least 0 |
+//! | `ready_targets`, `allocated_targets`, `active_targets`, `inactive_targets` | the same of this process's pool; the `-M` master: one worker's ([`PoolView`](super::view::PoolView)), as C's master shows its own pool |
+//! | `max_connections`, `max_special_connections`, `max_accept_rate` | the same-named fields (`-c`, `-C`, `--max-accept-rate`) |
+//! | `total_max_special_connections` | `max_special_connections` × `workers` (Σ over the workers, as C; × 1 without `-M`) |
 //! | `active_special_connections`, `total_special_connections` | `active` (client connections now) |
 //! | `cur_accept_rate_remaining` | `max_accept_rate` (we do not rate-limit accepts: the bucket is always full) |
 //! | `conn_generation` | Σ `accepted` + `http_accepted` + `outbound_connections_created` (connections ever made) |
-//! | `tcp_readv_bytes`, `tcp_writev_bytes` | Σ `bytes_up` + `bytes_down` (relayed payload read resp. written; no framing) |
+//! | `tcp_readv_bytes`, `tcp_writev_bytes` | Σ `bytes_up` + `bytes_down`: the bytes relayed for clients in every mode (read resp. written once per direction), counted on the client side without the 64-byte header and TLS record headers; C also counts its upstream framing (ME RPC headers, padding, handshakes) and, with `-M`, only the master's own sockets |
 //! | `tcp_readv_calls`, `tcp_readv_intr`, `tcp_writev_calls`, `tcp_writev_intr` | 0 |
 //! | `accept_calls_failed` | `accept_failed` |
 //! | `accept_connection_limit_failed` | `accept_connection_limit_failed` |
@@ -64,7 +64,7 @@
 //!
 //! Ratios use C's `safe_div`: 0 when the uptime is 0.
 
-use super::view::StatsView;
+use super::view::{PoolView, StatsView};
 use std::fmt::{Display, Write as _};
 
 /// C's `safe_div`.
@@ -83,7 +83,12 @@ struct Derived {
     inbound: u64,
     encrypted: u64,
     inactive_targets: u64,
+    /// This process's pool (the `-M` master: one worker's).
+    pool: PoolView,
     tcp_bytes: u64,
+    /// C's `inbound_connections_accepted`: C counts a connection at accept(2) and again
+    /// when it is set up, so a served connection counts twice, a refused one once.
+    inbound_accepted_c: u64,
     cpu_user_pct: f64,
     cpu_sys_pct: f64,
 }
@@ -91,13 +96,22 @@ struct Derived {
 impl Derived {
     fn of(v: &StatsView) -> Derived {
         let uptime = v.uptime() as f64;
+        let pool = v.process_pool.unwrap_or(PoolView {
+            targets: v.me_targets,
+            declared_targets: v.me_declared_targets,
+            ready_targets: v.me_ready_targets,
+        });
         Derived {
             uptime,
             all_connections: v.active + v.outbound_connections + v.http_connections,
             inbound: v.active + v.http_connections,
             encrypted: v.active + v.outbound_connections,
             inactive_targets: v.me_targets.saturating_sub(v.me_declared_targets),
+            pool,
             tcp_bytes: v.bytes_up.saturating_add(v.bytes_down),
+            inbound_accepted_c: 2 * (v.accepted + v.http_accepted)
+                + v.accept_connection_limit_failed
+                + v.accept_rate_limit_failed,
             cpu_user_pct: safe_div(100.0 * v.cpu_user_seconds, uptime),
             cpu_sys_pct: safe_div(100.0 * v.cpu_sys_seconds, uptime),
         }
@@ -165,13 +179,16 @@ pub fn render_stats(v: &StatsView) -> String {
     );
     b.kv("inbound_connections", d.inbound);
     b.kv("active_inbound_connections", d.inbound);
-    b.kv("inbound_connections_accepted", v.accepted + v.http_accepted);
+    b.kv("inbound_connections_accepted", d.inbound_accepted_c);
     b.kv("listening_connections", v.listening_sockets);
     b.kv("unused_connections_closed", 0);
-    b.kv("ready_targets", v.me_ready_targets);
-    b.kv("allocated_targets", v.me_targets);
-    b.kv("active_targets", v.me_declared_targets);
-    b.kv("inactive_targets", d.inactive_targets);
+    b.kv("ready_targets", d.pool.ready_targets);
+    b.kv("allocated_targets", d.pool.targets);
+    b.kv("active_targets", d.pool.declared_targets);
+    b.kv(
+        "inactive_targets",
+        d.pool.targets.saturating_sub(d.pool.declared_targets),
+    );
     b.kv("free_targets", 0);
     b.kv("max_connections", v.max_connections);
     b.kv("active_special_connections", v.active);
@@ -376,7 +393,11 @@ pub fn render_stats(v: &StatsView) -> String {
     b.kv("total_dh_connections", 0);
     b.kv("total_dh_rounds", "0 0 0");
     b.kv("total_special_connections", v.active);
-    b.kv("total_max_special_connections", v.max_special_connections);
+    // Σ over the workers in C (each has the `-C` cap).
+    b.kv(
+        "total_max_special_connections",
+        v.max_special_connections * u64::from(v.workers.max(1)),
+    );
     b.kv(
         "total_accept_connections_failed",
         format_args!(
@@ -484,7 +505,9 @@ mod tests {
             ("tot_idle_time", "641.500"),
             ("active_connections", "12"),
             ("inbound_connections", "4"),
-            ("inbound_connections_accepted", "29"),
+            // C counts a served connection twice (accept and set-up), a refused one once:
+            // 2 × (25 clients + 4 stats) + 12 over the cap + 13 over the rate.
+            ("inbound_connections_accepted", "83"),
             ("outbound_connections", "8"),
             ("total_connect_failures", "20"),
             ("ready_targets", "2"),
@@ -527,5 +550,37 @@ mod tests {
             ..full_view()
         };
         assert!(render_stats(&skip_dh).contains("\ndefault_rpc_flags\t2056\n"));
+    }
+
+    /// The `-M` master: the `total_*` target keys are the workers' sums, the section's
+    /// target keys one worker's pool (as C's master shows its own), the `-C` cap summed.
+    #[test]
+    fn master_view_sums_totals_and_shows_one_pool() {
+        let v = StatsView {
+            workers: 2,
+            me_targets: 4,
+            me_declared_targets: 4,
+            me_ready_targets: 3,
+            process_pool: Some(PoolView {
+                targets: 2,
+                declared_targets: 2,
+                ready_targets: 1,
+            }),
+            ..full_view()
+        };
+        let map: HashMap<String, String> = lines(&render_stats(&v)).into_iter().collect();
+        for (k, want) in [
+            ("total_ready_targets", "3"),
+            ("total_allocated_targets", "4"),
+            ("total_declared_targets", "4"),
+            ("ready_targets", "1"),
+            ("allocated_targets", "2"),
+            ("active_targets", "2"),
+            ("inactive_targets", "0"),
+            ("max_special_connections", "9000"),
+            ("total_max_special_connections", "18000"),
+        ] {
+            assert_eq!(map.get(k).map(String::as_str), Some(want), "{k}");
+        }
     }
 }

@@ -29,7 +29,9 @@ pub struct Stats {
     pub dc_fallbacks: AtomicU64,
     /// Failed DC dials (all addresses of a DC tried).
     pub upstream_connect_failed: AtomicU64,
-    /// Bytes relayed client → upstream and upstream → client.
+    /// Bytes relayed client → upstream and upstream → client, counted on the client side
+    /// in every mode: the obfuscated2 stream after the 64-byte header (fake TLS: without
+    /// the TLS record headers; ME mode: the client's frames, not the RPC framing).
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
     /// Sessions closed by the idle timeout.
@@ -189,7 +191,8 @@ impl SecretTracker {
     }
 }
 
-/// Lists every scalar counter once, for snapshots across worker processes.
+/// Lists every scalar counter once, for snapshots across worker processes. The ME pool
+/// gauges are among them: the master sums them as C sums its workers' targets.
 macro_rules! scalar_counters {
     ($m:ident) => {
         $m!(
@@ -225,7 +228,10 @@ macro_rules! scalar_counters {
             mask_bytes_up,
             mask_bytes_down,
             reloads_ok,
-            reloads_failed
+            reloads_failed,
+            me_targets,
+            me_ready_targets,
+            me_ready_connections
         )
     };
 }
@@ -371,6 +377,10 @@ mod tests {
         b.accepted.fetch_add(2, Relaxed);
         Stats::inc(&b.handshakes_ok[2]);
         b.tls_masked.fetch_add(5, Relaxed);
+        // The pool gauges travel too (C sums its workers' targets).
+        a.me_ready_targets.store(2, Relaxed);
+        b.me_ready_targets.store(1, Relaxed);
+        b.me_ready_connections.store(4, Relaxed);
         let mut u = SecretUse::new(b.secret(Some(1))).unwrap();
         u.forwarded("10.0.0.1".parse().unwrap(), 3);
         let total = Stats::with_secrets(2);
@@ -379,6 +389,8 @@ mod tests {
         assert_eq!(Stats::get(&total.accepted), 3);
         assert_eq!(Stats::get(&total.handshakes_ok[2]), 1);
         assert_eq!(Stats::get(&total.tls_masked), 5);
+        assert_eq!(Stats::get(&total.me_ready_targets), 3);
+        assert_eq!(Stats::get(&total.me_ready_connections), 4);
         assert_eq!(total.per_secret[1].counts(), (1, 1));
         assert_eq!(total.per_secret[0].counts(), (0, 0));
         drop(u);

@@ -8,10 +8,11 @@
 //! - `c_text`: C's `/stats` body, key by key (its module doc maps C's keys to ours);
 //! - `prometheus`: the same facts as `/metrics`;
 //! - `http_request`, `http`: C's HTTP parsing and answers, and the server loop;
-//! - `http_conns`: the stats port's open connections, the longest waiter displaced.
+//! - `http_conns`: the stats port's open connections, the longest waiter displaced;
+//! - `worker_sum`: the `-M` master's figures from its workers' snapshots.
 //!
 //! Binding the port is start-up's (`startup::bind`, at [`bind_addr`]); the `-M` master
-//! sums its workers' counters into a view of its own (`master`).
+//! builds its view with [`combine`] (`master`).
 
 mod c_text;
 mod counters;
@@ -23,8 +24,10 @@ mod source;
 #[cfg(test)]
 mod test_support;
 mod view;
+mod worker_sum;
 
 pub use counters::{SecretUse, Stats};
 pub use http::{bind_addr, serve};
 pub use source::{fill_view, view_fn, ConfigMeta};
 pub use view::{StatsView, ViewFn, DEFAULT_WINDOW_CLAMP};
+pub use worker_sum::combine;

@@ -121,6 +121,7 @@ pub(super) fn full_view() -> StatsView {
             },
             SecretView::default(),
         ],
+        process_pool: None,
         http_connections: 1,
         http_accepted: 4,
         http_queries: 2,

@@ -23,6 +23,17 @@ pub struct SecretView {
     pub active_auth_keys: u64,
 }
 
+/// One process's ME pool, as C's `-M` master prints it in its `connections` section
+/// (`ready_targets`, `allocated_targets`, `active_targets`, `inactive_targets`): C's master
+/// keeps a pool of its own; ours has none, so the master shows what one worker holds (the
+/// fewest ready targets of any worker, the most targets; `worker_sum`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolView {
+    pub targets: u64,
+    pub declared_targets: u64,
+    pub ready_targets: u64,
+}
+
 /// Everything the stats pages print, taken at one moment. Plain values: build one per
 /// request (see [`serve`](super::serve)); [`StatsView::fill_counters`] and [`StatsView::fill_process`]
 /// fill the parts that come from [`Stats`] and from the OS.
@@ -144,6 +155,9 @@ pub struct StatsView {
 
     /// Per-secret counters, secret 1 first.
     pub secrets: Vec<SecretView>,
+    /// The `-M` master: one worker's pool for the `connections` section's target keys (the
+    /// `total_*` keys are the sums). `None`: a single process, whose own pool is printed.
+    pub process_pool: Option<PoolView>,
 
     // The stats server itself; [`serve`](super::serve) fills these.
     /// Stats connections open now (including the one asking).
@@ -227,6 +241,7 @@ impl Default for StatsView {
             reloads_ok: 0,
             reloads_failed: 0,
             secrets: Vec::new(),
+            process_pool: None,
             http_connections: 0,
             http_accepted: 0,
             http_queries: 0,
