@@ -62,12 +62,7 @@ pub async fn run(
                 }
                 None => info!("received signal 01 (SIGHUP): nothing to reload in direct mode"),
             },
-            _ = usr1.recv() => {
-                match process::reopen_log(opts.log_file.as_deref()) {
-                    Ok(()) => info!("received signal 10 (SIGUSR1): logs reopened"),
-                    Err(e) => warn!("received signal 10 (SIGUSR1): cannot reopen the log: {e}"),
-                }
-            }
+            _ = usr1.recv() => process::on_sigusr1(opts.log_file.as_deref()),
         }
     };
     // Stop accepting (the listening sockets close with their tasks), then let open sessions

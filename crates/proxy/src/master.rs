@@ -36,6 +36,7 @@ pub async fn run(
         master.signal_all(Signal::SIGTERM);
         return fatal.exit_code();
     }
+    process::server_init_logs(&opts);
     {
         let m = master.clone();
         tokio::spawn(async move {
@@ -86,9 +87,7 @@ pub async fn run(
                 master.signal_all(Signal::SIGHUP);
             }
             _ = usr1.recv() => {
-                if let Err(e) = process::reopen_log(opts.log_file.as_deref()) {
-                    warn!("cannot reopen the log: {e}");
-                }
+                process::on_sigusr1(opts.log_file.as_deref());
                 master.signal_all(Signal::SIGUSR1);
             }
         }

@@ -2,10 +2,16 @@
 //! `--nice`, `-d` (setsid and stdio to the log, no fork), the `-l` log file and its reopening
 //! on SIGUSR1, and dropping privileges (`-u`) after every port is bound.
 //!
-//! Differences from C, on purpose: the `-l` file is opened at start-up (C waits for `-d` or
-//! the first SIGUSR1 and logs to stderr until then); a root start without `-u` when the
-//! `mtproxy` user does not exist falls back to `nobody` with a warning (C exits); a hard fd
-//! limit too low for `-c` lowers the connection cap with a warning instead of exiting; the
+//! Logs go where C sends them, when C does (spec backend-ops §4.5): stderr from the start;
+//! the `-l` file only once `-d` takes effect (after the ports are bound and privileges
+//! dropped, C's `server_init`) or on SIGUSR1. So a start with an unwritable `-l` path
+//! works, as in C.
+//!
+//! Differences from C, on purpose: a log file that cannot be opened, and SIGUSR1 without
+//! `-l`, keep the output where it was, with a warning (C points stdout and stderr at
+//! /dev/null first, so its output is then lost silently); a root start without `-u` when
+//! the `mtproxy` user does not exist falls back to `nobody` with a warning (C exits); a hard
+//! fd limit too low for `-c` lowers the connection cap with a warning instead of exiting; the
 //! limit gives every client connection the descriptors it can hold (C: one): two in direct
 //! and fake-TLS modes (its socket and its upstream's: a DC, or the site of a masked
 //! connection), one in plain ME mode (the ME connections are shared).
@@ -60,7 +66,8 @@ pub fn set_nice(n: i32) {
 }
 
 /// Points fds 1 and 2 at `path` (append, create, 0640), as C's reopen_logs does; fd 0 goes
-/// to /dev/null. Used at start-up with `-l` and again on SIGUSR1 (log rotation).
+/// to /dev/null. Used by `-d` and on SIGUSR1 (log rotation). On an error (or without a
+/// path) fds 1 and 2 stay as they were.
 pub fn reopen_log(path: Option<&Path>) -> std::io::Result<()> {
     use std::fs::OpenOptions;
     use std::os::unix::fs::OpenOptionsExt;
@@ -81,16 +88,49 @@ pub fn reopen_log(path: Option<&Path>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// SIGUSR1: the `-l` file (re)opened for stdout and stderr (log rotation), as C. Without
+/// `-l`, or when the file cannot be opened, the output stays where it was and the log says
+/// so (C would send everything after it to /dev/null).
+pub fn on_sigusr1(log: Option<&Path>) {
+    match (log, reopen_log(log)) {
+        (Some(_), Ok(())) => info!("received signal 10 (SIGUSR1): logs reopened"),
+        (None, _) => warn!(
+            "received signal 10 (SIGUSR1): no -l log file, logging to stderr still (C would send all output to /dev/null)"
+        ),
+        (Some(p), Err(e)) => warn!(
+            "received signal 10 (SIGUSR1): cannot open the log file {}: {e}; logging where it went before",
+            p.display()
+        ),
+    }
+}
+
+/// C's `server_init` for the logs, called once the ports are bound and privileges
+/// dropped: with `-d`, a new session and stdio to the `-l` file (or /dev/null without
+/// one); no fork, as C. Without `-d`, nothing: stderr until SIGUSR1.
+pub fn server_init_logs(opts: &crate::cli::Options) {
+    if opts.daemonize {
+        daemonize(opts.log_file.as_deref());
+    }
+}
+
 /// `-d`: a new session, stdio to the log (or /dev/null); no fork, as C.
 pub fn daemonize(log: Option<&Path>) {
     let _ = nix::unistd::setsid();
-    if log.is_none() {
-        if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
-            let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
-            let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
+    match log {
+        None => {
+            if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+                let _ = nix::unistd::dup2(null.as_raw_fd(), 1);
+                let _ = nix::unistd::dup2(null.as_raw_fd(), 2);
+            }
         }
-    } else if let Err(e) = reopen_log(log) {
-        warn!("cannot open the log file: {e}");
+        Some(path) => {
+            if let Err(e) = reopen_log(Some(path)) {
+                warn!(
+                    "-d: cannot open the log file {}: {e}; logging to stderr still",
+                    path.display()
+                );
+            }
+        }
     }
 }
 

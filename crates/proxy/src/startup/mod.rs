@@ -1,7 +1,7 @@
 //! Start-up: from parsed options to a running proxy, in named phases that run in this
 //! order, as C's do:
 //!
-//! 0. [`open_log`]: `-d` or the `-l` file, before the first log line;
+//! 0. logging to stderr (as C: the `-l` file waits for `-d`, phase 7, or SIGUSR1);
 //! 1. [`check_options`]: combinations C refuses, options without effect;
 //! 2. [`me::load`] (ME mode): the config and the proxy secret, read before any port is bound;
 //! 3. [`client_secrets`], [`dc_overrides`]: what sessions need that can fail early;
@@ -10,7 +10,8 @@
 //!    fd limit and `--nice` ([`limits`]);
 //! 5. [`print_links`]: the mode line and the proxy links on stdout;
 //! 6. the runtime; a `-M` master goes to [`crate::master`] from here;
-//! 7. privileges dropped, then [`build_shared`] (ME pool or DC table, fake TLS) and
+//! 7. privileges dropped, `-d` applied ([`process::server_init_logs`]: stdio to the
+//!    `-l` file, as C's `server_init`), then [`build_shared`] (ME pool or DC table, fake TLS) and
 //!    [`crate::main_loop`] until SIGTERM/SIGINT.
 //!
 //! What each phase does with its subject lives beside that subject (`listener`, `links`,
@@ -57,32 +58,19 @@ const ME_ONLY: &[&str] = &["aes-pwd", "nat-info", "ping-interval"];
 
 /// Runs the proxy until SIGTERM/SIGINT; returns the process exit code.
 pub fn run(opts: cli::Options) -> ExitCode {
-    // Before `-l`/`-d` can point stdout at the log: the links never go there.
+    // Before `-d` or SIGUSR1 can point stdout at the log: the links never go there.
     links::keep_stdout();
-    let started = open_log(&opts).and_then(|()| {
-        logging::init(opts.verbosity);
-        info!("Invoking engine {}", version());
-        start(opts)
-    });
-    match started {
+    // Everything goes to stderr until `-d` takes effect (after the privilege drop) or the
+    // first SIGUSR1, as C: `-l` is not opened before (spec backend-ops §4.5).
+    logging::init(opts.verbosity);
+    info!("Invoking engine {}", version());
+    match start(opts) {
         Ok(code) => code,
         Err(fatal) => {
             fatal.report();
             fatal.exit_code()
         }
     }
-}
-
-/// Phase 0: `-d` (the log file becomes stdio), else the `-l` log file.
-fn open_log(opts: &cli::Options) -> Result<(), Fatal> {
-    if opts.daemonize {
-        process::daemonize(opts.log_file.as_deref());
-    } else if let Some(path) = &opts.log_file {
-        process::reopen_log(Some(path)).map_err(|e| {
-            Fatal::stderr(1, &format!("cannot open log file {}: {e}", path.display()))
-        })?;
-    }
-    Ok(())
 }
 
 fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
@@ -130,6 +118,7 @@ fn start(opts: cli::Options) -> Result<ExitCode, Fatal> {
     }
     // Everything privileged is done: ports bound, config and secrets read.
     process::drop_privileges(opts.user.as_deref())?;
+    process::server_init_logs(&opts);
     let plan = Plan {
         secrets,
         overrides,
