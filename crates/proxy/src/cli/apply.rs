@@ -74,12 +74,14 @@ impl Parser {
                 };
             }
             Id::Port => {
-                self.opts.stats_port = Some(parse_port_spec(vb).ok_or_else(|| {
+                let (spec, wrapped) = parse_port_spec(vb).ok_or_else(|| {
                     self.usage1(format!(
-                        "invalid -p value '{v}': expected <port> or <start>:<end> \
-                         with 1 <= start <= end <= 65535"
+                        "invalid -p value '{v}': expected <port> (taken modulo 65536, \
+                         not 0) or <start>:<end> with 1 <= start <= end <= 65535"
                     ))
-                })?);
+                })?;
+                self.opts.stats_port = Some(spec);
+                self.opts.stats_port_wrapped = wrapped;
             }
             Id::Ipv6 => self.opts.ipv6 = true,
             Id::AesPwd => self.opts.aes_pwd = Some(PathBuf::from(raw)),

@@ -9,7 +9,9 @@
 //!   line is a usage error;
 //! * up to 128 `-S` secrets are accepted (the official C asserts at the 17th, the fork allows 128);
 //! * assertion aborts of the C (`-H` port ≥ 65536, `-M` out of range) become clean exit-1 errors;
-//! * `-p` rejects ports above 65535 (the C does not check), exit 2;
+//! * `-p` above 65535 is taken modulo 65536 as C does (its socket code keeps the low 16
+//!   bits), with a warning at start-up; a value that wraps to 0 (C: a random port) and a
+//!   range past 65535 are refused, exit 2;
 //! * every error message names the option and the offending value;
 //! * extension options (`--direct`, `--dc-override`, `--handshake-timeout`, `--idle-timeout`,
 //!   `--public-host`, `--no-fast-mode`, `--mask-host`, `--tls-require-sni`) exist; they must be spelled in full (they never take part in prefix

@@ -91,6 +91,9 @@ pub struct Options {
     pub connections: u32,
     /// `-p` (last wins).
     pub stats_port: Option<PortSpec>,
+    /// The `-p` value as given when it was above 65535 (`stats_port` holds it modulo
+    /// 65536, as C uses it); start-up logs the port actually used.
+    pub stats_port_wrapped: Option<u32>,
     /// `-6`.
     pub ipv6: bool,
     /// `--aes-pwd`.
@@ -181,6 +184,7 @@ impl Default for Options {
             backlog: DEFAULT_BACKLOG,
             connections: DEFAULT_CONNECTIONS,
             stats_port: None,
+            stats_port_wrapped: None,
             ipv6: false,
             aes_pwd: None,
             disable_tcp: false,

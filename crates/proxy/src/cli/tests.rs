@@ -559,8 +559,13 @@ fn stats_port() {
         ok(&["-p", " 80: 90x"]).stats_port,
         Some(PortSpec::Range(80, 90))
     );
+    // Above 65535: modulo 65536, as C (whose socket code keeps the low 16 bits).
+    let wrapped = ok(&["-p", "70000"]);
+    assert_eq!(wrapped.stats_port, Some(PortSpec::Single(4464)));
+    assert_eq!(wrapped.stats_port_wrapped, Some(70000));
+    assert_eq!(ok(&["-p", "8888"]).stats_port_wrapped, None);
     for bad in [
-        "0", "-1", "abc", "", ":80", "5:3", "0:5", "70000", "1:70000", "-5:5",
+        "0", "-1", "abc", "", ":80", "5:3", "0:5", "65536", "131072", "1:70000", "-5:5",
     ] {
         usage_err(&["-p", bad], &format!("invalid -p value '{bad}'"));
     }

@@ -6,8 +6,11 @@ use super::options::{DcOverride, PortSpec};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-/// `-p`: `sscanf("%d:%d")` with the C checks plus an upper bound of 65535.
-pub(super) fn parse_port_spec(s: &[u8]) -> Option<PortSpec> {
+/// `-p`: `sscanf("%d:%d")` with the C checks. A single port above 65535 (up to C's
+/// `INT_MAX`) is taken modulo 65536, as C's socket code does; it also comes back as given.
+/// One that wraps to 0 is refused (C would listen on a random port), and so is a range
+/// past 65535.
+pub(super) fn parse_port_spec(s: &[u8]) -> Option<(PortSpec, Option<u32>)> {
     let (start, used) = c_int_prefix(s)?;
     let end = if s.get(used) == Some(&b':') {
         c_int_prefix(&s[used + 1..]).map(|(e, _)| e)
@@ -15,11 +18,13 @@ pub(super) fn parse_port_spec(s: &[u8]) -> Option<PortSpec> {
         None
     };
     match end {
-        None => (1..=65535)
-            .contains(&start)
-            .then_some(PortSpec::Single(start as u16)),
+        None if (1..=65535).contains(&start) => Some((PortSpec::Single(start as u16), None)),
+        None if start > 65535 && start <= i128::from(i32::MAX) && start % 65536 != 0 => {
+            Some((PortSpec::Single((start % 65536) as u16), Some(start as u32)))
+        }
+        None => None,
         Some(end) => (start > 0 && start <= end && end <= 65535)
-            .then_some(PortSpec::Range(start as u16, end as u16)),
+            .then_some((PortSpec::Range(start as u16, end as u16), None)),
     }
 }
 

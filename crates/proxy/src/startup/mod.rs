@@ -155,6 +155,11 @@ fn check_options(opts: &cli::Options) -> Result<bool, Fatal> {
              direct connections to DCs cannot carry an ad tag",
         ));
     }
+    if let (Some(given), Some(cli::PortSpec::Single(p))) =
+        (opts.stats_port_wrapped, opts.stats_port)
+    {
+        warn!("-p {given} is above 65535: using port {p} ({given} modulo 65536, as C does)");
+    }
     for name in &opts.given {
         if NOT_YET.contains(name) {
             warn!("option --{name} is accepted but not yet supported by this build; ignored");
