@@ -57,6 +57,16 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/telethon/requirements.txt
 
+step "openssl (s_server is the real site of the fake-TLS mirror tests)"
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && apt-get install -y -qq openssl
+  else
+    echo "the openssl command is missing: install the openssl package" >&2
+    exit 1
+  fi
+fi
+
 step "build"
 cargo build --workspace --release --bins
 cargo test --workspace --no-run --quiet

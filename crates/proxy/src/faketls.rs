@@ -9,11 +9,11 @@
 //! middle-proxy sessions run unchanged over TLS records.
 
 use crate::relay::{Pending, PollReadReady};
-use mtproto_wire::tls::{RecordReader, ReplayCache, ReplyShape, SniPolicy};
+use mtproto_wire::tls::{RecordReader, ReplayCache, SiteProfile, SniPolicy};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -48,23 +48,20 @@ pub struct TlsConf {
     pub domains: Vec<String>,
     pub policy: SniPolicy,
     pub cache: Mutex<ReplayCache>,
-    /// How the real site's first flight looks (refreshed by the probe task).
-    pub shape: RwLock<ReplyShape>,
+    /// How the real site answers (refreshed by the probe task).
+    pub profile: RwLock<Arc<SiteProfile>>,
     pub mask: MaskTargets,
     /// Largest record we send (TDLib accepts up to 16384).
     pub record_max: usize,
+    /// `--tls-split-hello`: the reply goes out in several TCP segments.
+    pub split_hello: bool,
 }
 
 impl TlsConf {
-    /// The shape to answer with right now.
-    pub fn shape(&self) -> ReplyShape {
-        *self.shape.read().expect("shape")
+    /// The profile to answer with right now.
+    pub fn profile(&self) -> Arc<SiteProfile> {
+        self.profile.read().expect("profile").clone()
     }
-}
-
-/// The default shape until the probe answered: C's fallback (2500..3619 bytes, randomised).
-pub fn fallback_shape() -> ReplyShape {
-    ReplyShape::fallback(rand::random())
 }
 
 /// Reads the obfuscated2 stream out of TLS application-data records.

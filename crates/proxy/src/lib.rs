@@ -8,8 +8,9 @@
 //!   loop per port ([`listener`]: the `-C` cap and the accept rate) until SIGTERM.
 //! - [`session`] reads the first bytes before the handshake deadline: the obfuscated2
 //!   header (`mtproto_wire::obfs2` finds the secret), or with `-D` a fake-TLS ClientHello
-//!   ([`faketls`]; the site's reply shape comes from [`tls_probe`]). A connection that fails
-//!   the fake-TLS checks is spliced to the real site ([`mask`]).
+//!   ([`faketls`]; our reply is [`tls_reply`], shaped like the site's answers as
+//!   [`tls_probe`] learned them). A connection that fails the fake-TLS checks is spliced
+//!   to the real site ([`mask`]).
 //! - The session goes to its upstream: [`direct`] dials the DC ([`dc`]) with a header of its
 //!   own and [`relay`] moves bytes both ways until either side ends; or [`middle`] carries it
 //!   as RPC over a pooled, shared connection to a middle-end (config: [`config`], reloaded
@@ -49,6 +50,7 @@ mod signals;
 mod startup;
 mod stats;
 mod tls_probe;
+mod tls_reply;
 mod workers;
 
 pub use startup::run;

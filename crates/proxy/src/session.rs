@@ -14,17 +14,16 @@ use crate::faketls::{TlsConf, TlsReader, TlsWriter};
 use crate::relay::{Halves, PollReadReady, Prefixed};
 use crate::shared::{Shared, Upstream};
 use crate::stats::Stats;
-use crate::{direct, mask};
+use crate::{direct, mask, tls_reply};
 use mtproto_wire::obfs2::{self, Accepted, Tag, HEADER_LEN};
 use mtproto_wire::tls::{self, Detect, HelloVerdict, RecordReader, RejectReason};
-use rand::RngCore;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{timeout_at, Instant};
 use tracing::debug;
@@ -218,12 +217,31 @@ pub async fn route<R, W>(
     }
 }
 
+/// How a read before the deadline went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum More {
+    Got,
+    /// End of stream, or an error other than a reset.
+    Closed,
+    Reset,
+    Deadline,
+}
+
 /// Reads more into `buf` before the deadline; false on close, error or deadline.
-/// Reads straight into the vector's spare room (no stack buffer: this future's size is
-/// part of every fake-TLS session's memory).
 async fn read_more(client: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> bool {
+    read_more_why(client, buf, deadline).await == More::Got
+}
+
+/// [`read_more`], saying why it got nothing. Reads straight into the vector's spare room
+/// (no stack buffer: this future's size is part of every fake-TLS session's memory).
+async fn read_more_why(client: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> More {
     buf.reserve(4096);
-    matches!(timeout_at(deadline, client.read_buf(buf)).await, Ok(Ok(n)) if n > 0)
+    match timeout_at(deadline, client.read_buf(buf)).await {
+        Ok(Ok(n)) if n > 0 => More::Got,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => More::Reset,
+        Ok(_) => More::Closed,
+        Err(_) => More::Deadline,
+    }
 }
 
 /// How a fake-TLS connection goes on after its handshake.
@@ -235,10 +253,12 @@ enum TlsStart {
         pending: Vec<u8>,
         accepted: Box<Accepted>,
     },
-    /// Not ours: splice to `site` with the bytes received so far.
+    /// Not ours: splice to `site` with the bytes received so far; `reason` is one of
+    /// `stats::dpi::MASK_REASONS`.
     Mask {
         received: Vec<u8>,
         site: Vec<SocketAddr>,
+        reason: &'static str,
     },
     /// Nothing more to do (closed, timed out in skip mode, write failed).
     Over,
@@ -277,7 +297,12 @@ async fn fake_tls(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr, 
             };
             route(shared, client, peer, local, accepted).await;
         }
-        TlsStart::Mask { received, site } => {
+        TlsStart::Mask {
+            received,
+            site,
+            reason,
+        } => {
+            shared.stats.dpi.masked(reason);
             mask::splice(
                 client,
                 peer,
@@ -313,6 +338,7 @@ async fn tls_handshake(
                 return TlsStart::Mask {
                     received: buf,
                     site: default_site(),
+                    reason: "not_tls",
                 };
             }
             _ => {}
@@ -356,34 +382,38 @@ async fn tls_handshake(
             return TlsStart::Mask {
                 received: buf,
                 site: tls_conf.mask.for_domain(forward_to.index(), local.port()),
+                reason: reason.name(),
             };
         }
     };
     Stats::inc(&shared.stats.tls_accepted);
 
-    // The fake first flight, sized like the real site's.
-    {
-        let shape = tls_conf.shape();
-        let size = shape.pick_size(rand::random());
-        let mut scalar = [0u8; 32];
-        let mut app_data = vec![0u8; size];
-        rand::thread_rng().fill_bytes(&mut scalar);
-        rand::thread_rng().fill_bytes(&mut app_data);
-        let key_share = tls::x25519_public_key(&scalar);
-        let reply = tls::build_server_hello(
-            &shared.secrets[secret_index],
-            &client_random,
-            &session_id,
-            cipher,
-            &key_share,
-            &app_data,
-            shape.order,
-        );
-        drop(app_data);
-        if client.write_all(&reply).await.is_err() {
-            return TlsStart::Over;
-        }
+    // The fake first flight, shaped like the real site's answer to this hello.
+    let fields = tls::HelloFields::parse(&buf[..need]);
+    if let Some(f) = &fields {
+        shared
+            .stats
+            .dpi
+            .accepted_ja4(&tls::ja4::ja4_of(f, &buf[..need]));
     }
+    let reply = tls_reply::build(
+        &tls_conf.profile(),
+        &tls_reply::Accepted {
+            secret: &shared.secrets[secret_index],
+            client_random: &client_random,
+            session_id: &session_id,
+            cipher,
+            fields: fields.as_ref(),
+        },
+    );
+    drop(fields);
+    if tls_reply::send(client, &reply, tls_conf.split_hello)
+        .await
+        .is_err()
+    {
+        return TlsStart::Over;
+    }
+    drop(reply);
 
     // The obfuscated2 header is the first 64 bytes of application data.
     let mut records = RecordReader::new();
@@ -395,9 +425,14 @@ async fn tls_handshake(
     }
     while plain.len() < HEADER_LEN {
         let before = raw.len();
-        if !read_more(client, &mut raw, deadline).await {
-            if Instant::now() >= deadline {
+        let more = read_more_why(client, &mut raw, deadline).await;
+        if more != More::Got {
+            if more == More::Deadline {
                 Stats::inc(&shared.stats.handshakes_timeout);
+            }
+            // Nothing at all after our ServerHello, or a reset: what a DPI drop looks like.
+            if raw.is_empty() || more == More::Reset {
+                shared.stats.dpi.killed(local.port());
             }
             return TlsStart::Over;
         }
@@ -419,6 +454,7 @@ async fn tls_handshake(
             return TlsStart::Mask {
                 received: raw,
                 site: default_site(),
+                reason: "inner_transport",
             };
         }
         None => {
@@ -451,7 +487,11 @@ fn deadline_or_close(
     if Instant::now() >= deadline {
         Stats::inc(&shared.stats.handshakes_timeout);
         debug!("{peer}: incomplete first bytes at the deadline: masking");
-        return TlsStart::Mask { received, site };
+        return TlsStart::Mask {
+            received,
+            site,
+            reason: "timeout",
+        };
     }
     TlsStart::Over
 }
@@ -498,6 +538,7 @@ fn discard(fd: std::os::fd::RawFd) -> std::io::Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::AsyncWriteExt;
 
     /// Skip mode drops what a sender sends, a megabyte per call at most, and sees the end
     /// of the stream.

@@ -99,19 +99,20 @@ async fn start_up_probe_learns_the_site_shape() {
     let log = s.proxy.log_text();
     let line = log
         .lines()
-        .find(|l| l.contains("first record"))
-        .unwrap()
+        .find(|l| l.contains("answered with one record of "))
+        .unwrap_or_else(|| panic!("{log}"))
         .to_string();
     let n: usize = line
-        .split("first record ")
+        .split("one record of ")
         .nth(1)
         .unwrap()
-        .split(' ')
+        .split("..")
         .next()
         .unwrap()
         .parse()
         .unwrap();
-    // The stand-in's first encrypted record is about 520 bytes (certificate + signature).
+    // The stand-in's encrypted flight is one record of about 520 bytes (certificate +
+    // signature).
     assert!((400..700).contains(&n), "{line}");
     assert!(s.site.connection_count() >= 20, "C's 20 probes");
 }

@@ -5,6 +5,8 @@
 //! - [`fake_dc`], [`fake_me`], [`me_command`]: the fake DC and ME (from `mtproxy-fakes`).
 //! - [`tls_site`]: a real TLS site on loopback, what fake-TLS masking splices to.
 //! - [`curve25519`]: the checks a passive observer makes on an X25519 key share.
+//! - [`openssl_site`]: OpenSSL's `s_server` as the site; [`site_flight`]: reading a
+//!   server's whole answer to a hello; [`tap`]: a recording relay in front of a site.
 //! - [`bench`]: `mtproxy-bench`, the proxy against C under load.
 //!
 //! Everything is tokio-based and records what it sees so tests can await facts instead of
@@ -12,6 +14,9 @@
 
 pub mod bench;
 pub mod curve25519;
+pub mod openssl_site;
+pub mod site_flight;
+pub mod tap;
 pub mod tls_site;
 
 pub use mtproxy_client::{client, mtproto, tls_client};

@@ -370,7 +370,7 @@ async fn build_shared(
     };
     let tls = match plan.mask {
         None => None,
-        Some(mask) => Some(tls::setup(opts, mask).await),
+        Some(mask) => Some(tls::setup(opts, mask, &plan.stats).await),
     };
     let shared = Arc::new(Shared {
         secrets: plan.secrets,

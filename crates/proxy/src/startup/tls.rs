@@ -1,16 +1,17 @@
 //! Start-up of fake-TLS mode (`-D`): where masked connections go (resolved once, like C),
-//! the site's reply shape (probed before serving; C blocks start-up for up to 5 s the same
+//! the site's profile (probed before serving; C blocks start-up for up to 5 s the same
 //! way) and its hourly refresh.
 //!
 //! The handshake and record layer are `faketls`; the probe itself is `tls_probe`.
 
 use crate::fatal::Fatal;
 use crate::shared::Shared;
+use crate::stats::Stats;
 use crate::{cli, faketls, tls_probe};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// Where masked connections go: `--mask-host`, else each `-D` domain's addresses (resolved
 /// once at start-up, like C; a name that does not resolve leaves its connections closed).
@@ -44,33 +45,14 @@ pub(super) fn mask_targets(opts: &cli::Options) -> Result<faketls::MaskTargets, 
 }
 
 /// Builds the fake-TLS state, probing the site for its reply shape first.
-pub(super) async fn setup(opts: &cli::Options, mask: faketls::MaskTargets) -> faketls::TlsConf {
-    let shape = match mask.for_domain(0, 443).first() {
-        Some(addr) => match tls_probe::probe(*addr, &opts.domains[0]).await {
-            Ok(shape) => {
-                info!(
-                    "TLS domain {} ({addr}): first record {} bytes{}, {:?}",
-                    opts.domains[0],
-                    shape.encrypted_size,
-                    if shape.randomised {
-                        " (randomised)"
-                    } else {
-                        ""
-                    },
-                    shape.order
-                );
-                shape
-            }
-            Err(e) => {
-                warn!(
-                    "cannot learn the reply shape of {} at {addr}: {e}; using defaults",
-                    opts.domains[0]
-                );
-                faketls::fallback_shape()
-            }
-        },
-        None => faketls::fallback_shape(),
-    };
+pub(super) async fn setup(
+    opts: &cli::Options,
+    mask: faketls::MaskTargets,
+    stats: &Stats,
+) -> faketls::TlsConf {
+    let profile =
+        tls_probe::learn(mask.for_domain(0, 443).first().copied(), &opts.domains[0]).await;
+    stats.dpi.set_site(&profile);
     faketls::TlsConf {
         domains: opts.domains.clone(),
         policy: if opts.tls_require_sni {
@@ -81,9 +63,10 @@ pub(super) async fn setup(opts: &cli::Options, mask: faketls::MaskTargets) -> fa
         cache: std::sync::Mutex::new(mtproto_wire::tls::ReplayCache::new(
             mtproto_wire::tls::ReplayCache::DEFAULT_MAX_ENTRIES,
         )),
-        shape: std::sync::RwLock::new(shape),
+        profile: std::sync::RwLock::new(Arc::new(profile)),
         mask,
         record_max: mtproto_wire::tls::MAX_RECORD_PAYLOAD,
+        split_hello: false,
     }
 }
 
@@ -100,14 +83,18 @@ fn probe_target(shared: &Shared) -> Option<(SocketAddr, String)> {
     Some((addr, tls.domains[0].clone()))
 }
 
-/// Re-probes the site every hour or so (jittered) and keeps the last good shape.
+/// Re-probes the site every hour or so (jittered) and keeps the last good profile (a site
+/// that could not be mirrored at start-up is tried again too).
 async fn refresh_shape(shared: Arc<Shared>, (addr, sni): (SocketAddr, String)) {
     loop {
         let jitter = rand::random::<u64>() % 600;
         tokio::time::sleep(Duration::from_secs(3600 + jitter)).await;
         let Some(tls) = &shared.tls else { return };
         match tls_probe::probe(addr, &sni).await {
-            Ok(shape) => *tls.shape.write().expect("shape") = shape,
+            Ok(p) => {
+                shared.stats.dpi.set_site(&p);
+                *tls.profile.write().expect("profile") = Arc::new(p);
+            }
             Err(e) => warn!("refreshing the reply shape of {sni}: {e}; keeping the previous one"),
         }
     }

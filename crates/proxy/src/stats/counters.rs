@@ -80,6 +80,8 @@ pub struct Stats {
     pub connect_latency: Histogram,
     /// The fork's per-secret counters, one per secret in command-line order.
     pub per_secret: Vec<SecretTracker>,
+    /// Fake TLS as a censor sees it: killed handshakes, JA4s, masking reasons, the site.
+    pub dpi: super::dpi::DpiStats,
 }
 
 /// Upper bounds (seconds) of the connect-latency buckets.
@@ -252,6 +254,7 @@ impl Stats {
             v.push(a);
             v.push(b);
         }
+        self.dpi.snapshot(&mut v);
         v
     }
 
@@ -270,6 +273,7 @@ impl Stats {
             t.summed[0].fetch_add(it.next().unwrap_or(0), Relaxed);
             t.summed[1].fetch_add(it.next().unwrap_or(0), Relaxed);
         }
+        self.dpi.absorb(&mut it);
     }
 }
 

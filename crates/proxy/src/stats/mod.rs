@@ -3,6 +3,8 @@
 //! plain snapshot ([`StatsView`]) by a tiny HTTP/1.x responder (spec backend-ops §5).
 //!
 //! - `counters`: the relaxed atomics every session bumps;
+//! - `dpi`: what a censor's view of us looks like (killed handshakes, JA4s, masking
+//!   reasons, the site profile), and `dpi_metrics` its `/metrics` families;
 //! - `view`: the snapshot, filled from the counters and /proc;
 //! - `source`: the snapshot of this process (counters plus the config in force);
 //! - `c_text`: C's `/stats` body, key by key (its module doc maps C's keys to ours);
@@ -16,6 +18,8 @@
 
 mod c_text;
 mod counters;
+mod dpi;
+mod dpi_metrics;
 mod http;
 mod http_conns;
 mod http_request;

@@ -307,6 +307,7 @@ impl Collector for ViewCollector {
 pub fn render_metrics(v: &StatsView) -> String {
     let mut registry = Registry::with_prefix("mtproxy");
     registry.register_collector(Box::new(ViewCollector(v.clone())));
+    registry.register_collector(Box::new(super::dpi_metrics::DpiCollector(v.dpi.clone())));
     let mut out = String::with_capacity(8192);
     // Writing into a String cannot fail; an encoder error would only truncate the page.
     let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry);

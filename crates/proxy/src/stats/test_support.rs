@@ -122,6 +122,7 @@ pub(super) fn full_view() -> StatsView {
             SecretView::default(),
         ],
         process_pool: None,
+        dpi: Default::default(),
         http_connections: 1,
         http_accepted: 4,
         http_queries: 2,

@@ -158,6 +158,8 @@ pub struct StatsView {
     /// The `-M` master: one worker's pool for the `connections` section's target keys (the
     /// `total_*` keys are the sums). `None`: a single process, whose own pool is printed.
     pub process_pool: Option<PoolView>,
+    /// Fake TLS as a censor sees it (`dpi`).
+    pub dpi: super::dpi::DpiView,
 
     // The stats server itself; [`serve`](super::serve) fills these.
     /// Stats connections open now (including the one asking).
@@ -242,6 +244,7 @@ impl Default for StatsView {
             reloads_failed: 0,
             secrets: Vec::new(),
             process_pool: None,
+            dpi: Default::default(),
             http_connections: 0,
             http_accepted: 0,
             http_queries: 0,
@@ -294,6 +297,7 @@ impl StatsView {
         self.tls_rejected = g(&s.tls_rejected);
         self.tls_masked = g(&s.tls_masked);
         self.tls_replayed = g(&s.tls_replayed);
+        self.dpi = s.dpi.view();
     }
 
     /// Sets `pid`, `current_time`, the CPU seconds (/proc/self/stat) and the memory sizes

@@ -87,13 +87,39 @@ pub fn build_client_hello(
     h.extend_from_slice(&(exts.len() as u16).to_be_bytes());
     h.extend_from_slice(&exts);
     debug_assert_eq!(h.len(), target_len);
+    sign(&mut h, secret, unix_time);
+    h
+}
 
-    let mut rnd = hello_hmac(secret, &h);
+/// Writes the random of a hello whose random bytes are zero: the HMAC of the hello with
+/// the time XORed into its last 4 bytes (spec §5.4).
+fn sign(h: &mut [u8], secret: &[u8; 16], unix_time: i64) {
+    let mut rnd = hello_hmac(secret, h);
     for (r, t) in rnd[28..].iter_mut().zip((unix_time as u32).to_le_bytes()) {
         *r ^= t;
     }
     h[RANDOM_OFFSET..RANDOM_OFFSET + 32].copy_from_slice(&rnd);
-    h
+}
+
+/// Rewrites the TLS 1.3 suites of a hello from [`build_client_hello`] to `order` (a
+/// permutation of `1301 1302 1303`) and signs it again with `secret` at `unix_time`, so a
+/// test can offer another preference than TDLib's.
+///
+/// # Panics
+/// If `hello` is not such a hello.
+pub fn reorder_tls13_suites(hello: &mut [u8], order: [u16; 3], secret: &[u8; 16], unix_time: i64) {
+    let f = super::HelloFields::parse(hello).expect("a hello from build_client_hello");
+    let first = f
+        .ciphers
+        .iter()
+        .position(|c| c >> 8 == 0x13)
+        .expect("TLS 1.3 suites");
+    let at = f.ciphers_at + 2 * first;
+    for (k, c) in order.iter().enumerate() {
+        hello[at + 2 * k..at + 2 * k + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    hello[RANDOM_OFFSET..RANDOM_OFFSET + 32].fill(0);
+    sign(hello, secret, unix_time);
 }
 
 /// TDLib's `Grease::init`: `(b & 0xF0) | 0x0A`, each odd one made to differ from the one
@@ -272,6 +298,29 @@ mod tests {
         bytes.extend(drbg("vec/hello/session_id", 32));
         bytes.extend(drbg("vec/hello/x25519", 32));
         feeder(bytes)
+    }
+
+    #[test]
+    fn reordered_hellos_still_authenticate() {
+        let mut h = build_client_hello(&s(), Some(DOMAIN), NOW, &mut stream("r"), 517);
+        reorder_tls13_suites(&mut h, [0x1303, 0x1301, 0x1302], &s(), NOW);
+        let f = super::super::HelloFields::parse(&h).unwrap();
+        assert_eq!(f.tls13_suites(), [0x1303, 0x1301, 0x1302]);
+        let mut cache = crate::tls::ReplayCache::new(16);
+        let v = crate::tls::check_client_hello(
+            &h,
+            0,
+            &[s()],
+            &[DOMAIN.to_string()],
+            NOW,
+            &mut cache,
+            crate::tls::SniPolicy::RequireKnown,
+            false,
+        );
+        assert!(
+            matches!(v, crate::tls::HelloVerdict::Accept { cipher: 0x1303, .. }),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -6,34 +6,45 @@
 //!   (SNI, port 80, trailing bytes, size cap, replay, HMAC, timestamp, cipher suite).
 //! - [`replay`]: the bounded cache of client randoms behind the replay check.
 //! - [`server_hello`]: the proxy's reply (ServerHello + ChangeCipherSpec + one fake
-//!   application-data record) and the choice of its size.
+//!   application-data record).
 //! - [`key_share`]: the ServerHello's X25519 key share, a real public key.
+//! - [`flight`]: what a real server answers to a hello (its whole first flight), and
+//!   [`profile`]: the site's answers summed up as the proxy imitates them.
+//! - [`hello_fields`]: the fields of a ClientHello, and [`ja4`]: its JA4 fingerprint.
 //! - [`record`]: the record layer after the handshake, both directions.
 //! - [`client`]: the client's side (building hellos like TDLib's, checking the reply), for
 //!   tests and test clients.
 //!
-//! Not here: sockets, timers, the masquerade relay (forwarding to the real site), probing
-//! the real site at startup, and the obfuscated2 header inside the first record (that is
+//! Not here: sockets, timers, the masquerade relay (forwarding to the real site), the
+//! network side of probing the real site, and the obfuscated2 header inside the first record (that is
 //! [`crate::obfs2`]). Randomness and the current time always come from the caller.
 
 pub mod client;
+pub mod flight;
 pub mod hello;
+pub mod hello_fields;
+pub mod ja4;
 pub mod key_share;
+pub mod profile;
 pub mod record;
 pub mod replay;
 pub mod server_hello;
 
 pub use client::{build_client_hello, verify_server_hello, ServerHelloError};
+pub use flight::{parse_flight, Flight, Unmirrorable};
 pub use hello::{
     check_client_hello, detect, hello_hmac, is_allowed_timestamp, sni_of, Detect, ForwardTarget,
     HelloVerdict, RejectReason, Sni, SniPolicy, DETECT_BYTES,
 };
+pub use hello_fields::HelloFields;
+pub use ja4::ja4;
 pub use key_share::x25519_public_key;
+pub use profile::SiteProfile;
 pub use record::{
     records_len, write_records, RecordError, RecordReader, C_RECORD_PAYLOAD, MAX_RECORD_PAYLOAD,
 };
 pub use replay::ReplayCache;
-pub use server_hello::{build_server_hello, ExtensionOrder, ReplyShape, REPLY_OVERHEAD};
+pub use server_hello::{build_server_hello, ExtensionOrder, REPLY_OVERHEAD};
 
 /// Offset of the 32-byte random in a hello (ClientHello or ServerHello), record header
 /// included: bytes 11..43.

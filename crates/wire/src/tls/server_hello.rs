@@ -7,10 +7,10 @@
 //! `HMAC-SHA256(secret, client_random ‖ reply with bytes 11..43 zeroed)`. TDLib reads
 //! exactly these three records and checks that HMAC.
 //!
-//! Not here: the key share (the caller's, see [`super::key_share`]), the fake bytes
-//! (random, from the caller), probing the real site (the caller opens the connections;
-//! [`ReplyShape::from_probe`] turns what it saw into a shape), and the record layer that
-//! follows ([`super::record`]).
+//! Not here: the key share (the caller's, see [`super::key_share`]) and the fake bytes
+//! (random, from the caller), what the site's answers look like ([`super::profile`] picks
+//! the size, the cipher and the order), and the record layer that follows
+//! ([`super::record`]).
 
 use super::{hmac_sha256, CHANGE_CIPHER_SPEC, RANDOM_OFFSET};
 
@@ -49,11 +49,12 @@ impl ExtensionOrder {
 
 /// Builds the reply (`REPLY_OVERHEAD + app_data.len()` bytes).
 ///
-/// - `client_random`, `session_id`, `cipher`: from [`super::HelloVerdict::Accept`] (the
-///   session id is the client's bytes 44..76, copied blindly; `cipher` is `0x13XX`).
+/// - `client_random`, `session_id`: from [`super::HelloVerdict::Accept`] (the session id
+///   is the client's bytes 44..76, copied blindly); `cipher`: `0x13XX`, the client's or
+///   the one the site would pick ([`super::profile::SiteProfile::pick_cipher`]).
 /// - `key_share`: a fresh X25519 public key (any `X25519(random scalar, 9)` output).
 /// - `app_data`: the fake encrypted handshake, `E` random bytes (see
-///   [`ReplyShape::pick_size`]).
+///   [`super::profile::SiteProfile::pick_size`]).
 ///
 /// # Panics
 /// If `app_data` is longer than 65 535 bytes (a record length is 16 bits).
@@ -99,68 +100,6 @@ pub fn build_server_hello(
     let server_random = hmac_sha256(secret, &[client_random, &r]);
     r[RANDOM_OFFSET..RANDOM_OFFSET + 32].copy_from_slice(&server_random);
     r
-}
-
-/// How a domain's replies look (C's `domain_info` after the startup probe, §5.2).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ReplyShape {
-    /// Size of the fake application-data record (`server_hello_encrypted_size`).
-    pub encrypted_size: usize,
-    /// Vary the size by −1/0/+1 per reply (`use_random_encrypted_size`).
-    pub randomised: bool,
-    /// The order of the ServerHello's two extensions.
-    pub order: ExtensionOrder,
-}
-
-impl ReplyShape {
-    /// What C uses when probing the site failed: key_share first, randomised,
-    /// `2500 + random % 1120` (2500..=3619).
-    pub fn fallback(random: u32) -> ReplyShape {
-        ReplyShape {
-            encrypted_size: 2500 + (random % 1120) as usize,
-            randomised: true,
-            order: ExtensionOrder::KeyShareFirst,
-        }
-    }
-
-    /// C's summary of the probe replies (`update_domain_info`): per reply, the length of
-    /// its application-data record and its extension order. All lengths equal → that size,
-    /// fixed; spread ≤ 3 → `max − 1`, randomised; else the rounded mean, randomised
-    /// (C logs "Unrecognized … pattern"). The order is reversed only if every reply was
-    /// (C takes the minimum). `None` for no samples.
-    pub fn from_probe(samples: &[(usize, ExtensionOrder)]) -> Option<ReplyShape> {
-        let n = samples.len();
-        let min = samples.iter().map(|s| s.0).min()?;
-        let max = samples.iter().map(|s| s.0).max()?;
-        let sum: usize = samples.iter().map(|s| s.0).sum();
-        let (encrypted_size, randomised) = if min == max {
-            (min, false)
-        } else if max - min <= 3 {
-            (max - 1, true)
-        } else {
-            // (int)(sum / n + 0.5)
-            ((2 * sum + n) / (2 * n), true)
-        };
-        let order = ExtensionOrder::from_reversed(samples.iter().all(|s| s.1.is_reversed()));
-        Some(ReplyShape {
-            encrypted_size,
-            randomised,
-            order,
-        })
-    }
-
-    /// The size for one reply. Randomised: C's `size + ((r >> 1) & 1) − (r & 1)`, i.e.
-    /// `size − 1` with probability ¼, `size` ½, `size + 1` ¼ for a uniform `random`.
-    /// Kept within 0..=65535.
-    pub fn pick_size(&self, random: u32) -> usize {
-        let size = if self.randomised {
-            (self.encrypted_size + ((random >> 1) & 1) as usize)
-                .saturating_sub((random & 1) as usize)
-        } else {
-            self.encrypted_size
-        };
-        size.min(usize::from(u16::MAX))
-    }
 }
 
 #[cfg(test)]
@@ -233,73 +172,5 @@ mod tests {
         assert_eq!(r[76..78], [0x13, 0x03]);
         assert_eq!(r[133..138], [0x17, 0x03, 0x03, 0x0b, 0xb8]);
         assert_eq!(verify_server_hello(&s(), &[1; 32], &r), Ok(r.len()));
-    }
-
-    #[test]
-    fn size_picking_matches_c() {
-        let fixed = ReplyShape {
-            encrypted_size: 1000,
-            randomised: false,
-            order: ExtensionOrder::KeyShareFirst,
-        };
-        assert!((0..8).all(|r| fixed.pick_size(r) == 1000));
-        let rnd = ReplyShape {
-            randomised: true,
-            ..fixed
-        };
-        // r & 3: 0 → +0, 1 → −1, 2 → +1, 3 → 0.
-        assert_eq!(
-            (0..4).map(|r| rnd.pick_size(r)).collect::<Vec<_>>(),
-            [1000, 999, 1001, 1000]
-        );
-        let mut counts = [0usize; 3];
-        for r in 0..4000u32 {
-            counts[rnd.pick_size(r.wrapping_mul(2_654_435_761)) - 999] += 1;
-        }
-        assert_eq!(counts, [1000, 2000, 1000]);
-        let zero = ReplyShape {
-            encrypted_size: 0,
-            ..rnd
-        };
-        assert_eq!(zero.pick_size(1), 0);
-    }
-
-    #[test]
-    fn fallback_range() {
-        assert_eq!(ReplyShape::fallback(0).encrypted_size, 2500);
-        assert_eq!(ReplyShape::fallback(1119).encrypted_size, 3619);
-        assert_eq!(ReplyShape::fallback(1120).encrypted_size, 2500);
-        assert!(ReplyShape::fallback(u32::MAX).randomised);
-    }
-
-    #[test]
-    fn probe_summary() {
-        use ExtensionOrder::*;
-        let same: Vec<_> = (0..20).map(|_| (4000, SupportedVersionsFirst)).collect();
-        assert_eq!(
-            ReplyShape::from_probe(&same),
-            Some(ReplyShape {
-                encrypted_size: 4000,
-                randomised: false,
-                order: SupportedVersionsFirst
-            })
-        );
-        let mut close = same.clone();
-        close[3] = (4003, KeyShareFirst);
-        assert_eq!(
-            ReplyShape::from_probe(&close),
-            Some(ReplyShape {
-                encrypted_size: 4002,
-                randomised: true,
-                order: KeyShareFirst
-            })
-        );
-        // Spread > 3: (int)(mean + 0.5); mean = (19 * 4000 + 4010) / 20 = 4000.5 → 4001.
-        let mut far = same.clone();
-        far[0] = (4010, SupportedVersionsFirst);
-        assert_eq!(ReplyShape::from_probe(&far).unwrap().encrypted_size, 4001);
-        far[0] = (4009, SupportedVersionsFirst);
-        assert_eq!(ReplyShape::from_probe(&far).unwrap().encrypted_size, 4000);
-        assert_eq!(ReplyShape::from_probe(&[]), None);
     }
 }
