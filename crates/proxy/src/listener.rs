@@ -8,6 +8,12 @@
 //! (the test below reads it back), so no client connection waits for Nagle and no accept
 //! pays a `setsockopt` for it. Without it the last partial segment of each write waited for
 //! the previous one's ACK: fake TLS and direct mode stalled ~3 ms per pipelined window.
+//!
+//! Stopping ([`accept_loop`]'s `stop`): what is already in the accept queue is accepted and
+//! served before the listening socket closes. Closing it with connections queued resets
+//! them; with `--reuse-port` hand-overs those are clients the kernel had already given to
+//! this process while the new one was listening (unless `net.ipv4.tcp_migrate_req` is 1,
+//! which moves them to the new process).
 
 use crate::session;
 use crate::shared::Shared;
@@ -94,12 +100,51 @@ impl FailureLog {
 /// Accepts until the task is dropped; each connection gets its own task. Over the `-C`/`-c`
 /// cap or the accept rate a connection is accepted and closed at once (a clean refusal
 /// instead of a hang in the backlog), and counted.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
-    use std::sync::atomic::Ordering::Relaxed;
-    let mut warned_at = 0u64;
-    let mut failures = FailureLog::default();
+///
+/// When `stop` turns true: accepts what is queued (without waiting), then returns and the
+/// listening socket closes.
+pub async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut admit = Admit::default();
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => break,
+            r = listener.accept() => r,
+        };
+        admit.handle(accepted, &listener, &shared).await;
+    }
+    // The queue, without waiting: `timeout` polls the accept before its zero deadline.
+    let zero = std::time::Duration::ZERO;
+    while let Ok(accepted) = tokio::time::timeout(zero, listener.accept()).await {
+        if accepted.is_err() {
+            break;
+        }
+        admit.handle(accepted, &listener, &shared).await;
+    }
+}
+
+/// What the accept loop keeps between connections.
+#[derive(Default)]
+struct Admit {
+    warned_at: u64,
+    failures: FailureLog,
+}
+
+impl Admit {
+    /// One `accept` result: a session, a refusal over the caps, or a counted failure.
+    async fn handle(
+        &mut self,
+        accepted: io::Result<(tokio::net::TcpStream, SocketAddr)>,
+        listener: &TcpListener,
+        shared: &Arc<Shared>,
+    ) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let (warned_at, failures) = (&mut self.warned_at, &mut self.failures);
+        let (stream, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 // EMFILE and friends: counted, logged at most every few seconds, and a
@@ -110,7 +155,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     warn!("accept on {at:?} failed: {e} ({more} more failure(s) not logged)");
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
+                return;
             }
         };
         let active = shared.stats.active.load(Relaxed);
@@ -120,23 +165,21 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 "refusing {peer}: {active} client connections, the cap is {}",
                 shared.max_clients
             );
-            drop(stream);
-            continue;
+            return;
         }
-        if active * 10 >= shared.max_clients * 9 && active > warned_at {
-            warned_at = active;
+        if active * 10 >= shared.max_clients * 9 && active > *warned_at {
+            *warned_at = active;
             warn!(
                 "CRITICAL: used {active} user connections out of {}",
                 shared.max_clients
             );
         } else if active * 10 < shared.max_clients * 8 {
-            warned_at = 0;
+            *warned_at = 0;
         }
         if let Some(rate) = &shared.accept_rate {
             if !rate.allow() {
                 Stats::inc(&shared.stats.accept_rate_refused);
-                drop(stream);
-                continue;
+                return;
             }
         }
         if let Some(c) = shared.window_clamp {
@@ -151,6 +194,38 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Stopping accepts what is queued before the socket closes (closing would reset it):
+    /// connections queued before the loop even ran are all served.
+    #[tokio::test]
+    async fn stopping_accepts_the_queue_first() {
+        let l = bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)), 64, false).unwrap();
+        let addr = l.local_addr().unwrap();
+        let clients: Vec<std::net::TcpStream> = (0..5)
+            .map(|_| std::net::TcpStream::connect(addr).unwrap())
+            .collect();
+        let shared = Arc::new(Shared {
+            secrets: vec![[7; 16]],
+            upstream: crate::shared::Upstream::Direct(crate::dc::DcTable::new(
+                Default::default(),
+                false,
+            )),
+            tls: None,
+            handshake_timeout: std::time::Duration::from_secs(5),
+            idle_timeout: std::time::Duration::from_secs(5),
+            connect_timeout: std::time::Duration::from_secs(5),
+            fast_mode: true,
+            max_clients: 100,
+            accept_rate: None,
+            window_clamp: None,
+            stats: Arc::new(Stats::with_secrets(1)),
+        });
+        let (_tx, stop) = tokio::sync::watch::channel(true);
+        let l = TcpListener::from_std(l).unwrap();
+        accept_loop(l, shared.clone(), stop).await;
+        assert_eq!(Stats::get(&shared.stats.accepted), 5);
+        drop(clients);
+    }
 
     /// Accepted sockets inherit TCP_NODELAY from the listener (no per-accept setsockopt),
     /// on IPv4 and on the dual-stack IPv6 socket `-6` binds.

@@ -32,9 +32,14 @@ pub async fn run(
 ) -> ExitCode {
     use crate::signals::Signals;
     let mut tasks = Vec::new();
+    let (stop_accepting, stop) = tokio::sync::watch::channel(false);
     for l in listeners {
         match tokio::net::TcpListener::from_std(l) {
-            Ok(l) => tasks.push(tokio::spawn(listener::accept_loop(l, shared.clone()))),
+            Ok(l) => tasks.push(tokio::spawn(listener::accept_loop(
+                l,
+                shared.clone(),
+                stop.clone(),
+            ))),
             Err(e) => {
                 error!("cannot register listener: {e}");
                 return ExitCode::from(1);
@@ -65,11 +70,10 @@ pub async fn run(
             _ = usr1.recv() => process::on_sigusr1(opts.log_file.as_deref()),
         }
     };
-    // Stop accepting (the listening sockets close with their tasks), then let open sessions
-    // finish for up to the drain timeout; a second signal ends the process at once (C).
-    for t in &tasks {
-        t.abort();
-    }
+    // Stop accepting (what is queued is still accepted, then the listening sockets close
+    // with their tasks), then let open sessions finish for up to the drain timeout; a second
+    // signal ends the process at once (C).
+    let _ = stop_accepting.send(true);
     // Wait until the accept tasks are gone: their listening sockets are closed then.
     for t in tasks {
         let _ = t.await;
