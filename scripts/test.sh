@@ -101,6 +101,9 @@ step "tests (unit, end-to-end, real client)"
 export MTPROXY_TEST_PYTHON="$VENV/bin/python"
 tally cargo-test isolated cargo test --workspace --offline -- --include-ignored
 
+step "drill repeated: the same verdict every run (ours -> ours, 3 short runs; 20 against C with MTPROXY_REFERENCE_BIN)"
+tally drill-repeat isolated scripts/drill-repeat.sh
+
 step "soak (short): sessions with mixed traffic and churn, fds and RSS flat"
 tally soak isolated "$TARGET/release/mtproxy-soak" --proxy-bin "$BIN_SOAK" --sessions 2000 --duration 30 --sample 3
 

@@ -210,7 +210,8 @@ pub struct DrillArgs {
     /// me (the only mode C has), tls or direct.
     #[arg(long, default_value = "me")]
     pub mode: String,
-    /// Client traffic loops running through the whole drill.
+    /// Client traffic streams running through the whole drill: each starts a session every
+    /// 25 ms, whether or not its previous one has ended (as clients arrive).
     #[arg(long, default_value_t = 4)]
     pub concurrency: usize,
     /// Echo round trips per traffic session.

@@ -8,14 +8,20 @@
 //! 4. `upgrade`: candidate → candidate (two builds of ours hand over with no gap);
 //! 5. `rollback`: candidate → reference.
 //!
-//! Per step: start-up latency of the new process, shutdown latency of the old one, client
-//! sessions refused (never served) and broken (cut) while the step ran, the outage window,
-//! and a `/stats` sample.
+//! Per step: start-up latency of the new process, shutdown latency of the old one, the
+//! client sessions that arrived while the step ran, refused (never served) or broken (cut),
+//! however long after the step they ended; the outage (from the first unserved arrival to
+//! the service being back: `outage`) with what explains it (when the failures arrived, what
+//! failed, how long they waited, the hand-over's timings, the new process's
+//! `dropped_queries`); and a `/stats` sample.
+//!
+//! Traffic arrives at a steady rate (`traffic`: `concurrency` streams, a session every
+//! [`ARRIVAL_PERIOD`] each), so a session left without an answer holds nothing back.
 //!
 //! Guards: start-up and shutdown of `cutover` and `rollback` ≤ `startup_factor` × baseline +
 //! `startup_slack_ms`. Traffic budget: a step that overlaps the processes (both sides share
 //! the ports) must refuse and break nothing; a stop-start step may break at most the sessions
-//! in flight (one per traffic loop) and may refuse clients only for
+//! in flight (about one per stream) and may refuse clients only for
 //! `startup_factor` × (baseline start-up + shutdown) + `startup_slack_ms` (its outage). Every
 //! step's gate must pass.
 //!
@@ -33,7 +39,10 @@ use crate::gate::WindowSpec;
 use crate::report::{exit_code, free_port, verdict_line, Meta, Timeline};
 use crate::stats::{self, Stats};
 use crate::supervise::Supervisor;
-use crate::traffic::{Seen, Traffic};
+use crate::traffic::{Recorded, Seen, Traffic};
+
+/// How often each traffic stream starts a session.
+pub const ARRIVAL_PERIOD: Duration = Duration::from_millis(25);
 
 pub struct Opts {
     pub reference: PathBuf,
@@ -84,7 +93,10 @@ pub struct Step {
     pub shutdown_latency_ms: Option<f64>,
     pub refused_connections: u64,
     pub broken_sessions: u64,
+    /// The sessions that arrived while the step ran.
     pub traffic: Seen,
+    /// What explains the outage, when there was one.
+    pub outage_explained: Option<String>,
     pub gate_ok: bool,
     pub failed_gate: Option<&'static str>,
     pub result: &'static str,
@@ -168,6 +180,19 @@ impl Report {
                 st.failed_gate
                     .map_or_else(String::new, |g| format!("  (gate {g} FAILED)"))
             ));
+        }
+        let outages: Vec<String> = self
+            .steps
+            .iter()
+            .filter_map(|st| {
+                st.outage_explained
+                    .as_ref()
+                    .map(|e| format!("    {}: {e}\n", st.name))
+            })
+            .collect();
+        if !outages.is_empty() {
+            s.push_str("\n  outages:\n");
+            s.push_str(&outages.concat());
         }
         s.push_str("\n  guards:\n");
         for g in &self.guards {
@@ -276,6 +301,7 @@ pub async fn run(o: &Opts) -> Report {
     };
 
     let mut traffic: Option<Traffic> = None;
+    let mut windows: Vec<(Instant, Instant)> = Vec::new();
     let plan: [(&'static str, &PathBuf); 5] = [
         ("start", &o.reference),
         ("baseline", &o.reference),
@@ -301,12 +327,12 @@ pub async fn run(o: &Opts) -> Report {
                 fakes::targets(o.mode, cp),
                 o.concurrency,
                 o.round_trips,
-                Duration::from_millis(20),
+                ARRIVAL_PERIOD,
             ));
             tokio::time::sleep(o.steady).await;
         }
         let t1 = Instant::now();
-        let seen = traffic.as_ref().map(|t| t.seen(t0, t1)).unwrap_or_default();
+        windows.push((t0, t1));
         let sample = stats::fetch(stats_addr, Duration::from_secs(2))
             .await
             .map(|s| stats::sample(&s))
@@ -318,9 +344,11 @@ pub async fn run(o: &Opts) -> Report {
             handover: r.handover,
             startup_latency_ms: r.startup_latency_ms,
             shutdown_latency_ms: r.shutdown_latency_ms,
-            refused_connections: seen.refused,
-            broken_sessions: seen.broken,
-            traffic: seen,
+            // Filled in once every session that arrived has ended (`judge_traffic`).
+            refused_connections: 0,
+            broken_sessions: 0,
+            traffic: Seen::default(),
+            outage_explained: None,
             gate_ok: sw.is_some_and(|s| s.gate.ok),
             failed_gate: r.failed_gate,
             result: r.result,
@@ -347,7 +375,7 @@ pub async fn run(o: &Opts) -> Report {
         }
     }
     if let Some(t) = traffic.take() {
-        t.stop().await;
+        judge_traffic(&mut report.steps, &windows, &t.stop().await);
     }
     if let Backend::Supervise(sup) = &mut backend {
         if let Ok(Some(s)) = sup.stop(&mut tl).await {
@@ -367,6 +395,41 @@ pub async fn run(o: &Opts) -> Report {
     }
     report.log = tl.entries;
     report
+}
+
+/// Each step's traffic: the sessions that arrived in its window, and what explains its
+/// outage.
+fn judge_traffic(steps: &mut [Step], windows: &[(Instant, Instant)], rec: &Recorded) {
+    for (st, (t0, t1)) in steps.iter_mut().zip(windows) {
+        let seen = rec.seen(*t0, *t1);
+        st.refused_connections = seen.refused;
+        st.broken_sessions = seen.broken;
+        st.outage_explained = seen.outage.as_ref().map(|o| {
+            let mut text = o.explain();
+            text.push_str(&context(st));
+            text
+        });
+        st.traffic = seen;
+    }
+}
+
+/// The hand-over's part in an outage: its timings, and packets the new process dropped.
+fn context(st: &Step) -> String {
+    let o = |v: Option<f64>| v.map_or_else(|| "-".into(), |x| format!("{x:.1}"));
+    let mut s = format!(
+        ". Hand-over {}: the old process was gone {} ms after SIGTERM, the new one served {} ms after it was started",
+        st.handover.unwrap_or("-"),
+        o(st.shutdown_latency_ms),
+        o(st.startup_latency_ms)
+    );
+    let dropped = stats::num(&st.stats_sample, "dropped_queries").unwrap_or(0.0);
+    if dropped > 0.0 {
+        s.push_str(&format!(
+            ". The new process counts dropped_queries {dropped}: packets that came before any of its middle-end connections was ready were dropped, and those clients got no answer (C drops them at once; ours waits up to 3 s for a connection)"
+        ));
+    }
+    s.push('.');
+    s
 }
 
 fn evaluate(r: &mut Report, o: &Opts) {

@@ -10,7 +10,8 @@
 //!
 //! Building blocks: [`supervise`] (state directory, links, process hand-over), [`gate`]
 //! (health gate and window watch), [`probe`] and [`traffic`] (client sessions through the
-//! proxy with the reference client, `mtproxy-client`), [`stats`] (`/stats`), [`procs`]
+//! proxy with the reference client, `mtproxy-client`), [`outage`] (what a step's failed
+//! sessions say about the service), [`stats`] (`/stats`), [`procs`]
 //! (`/proc` measurements and signals), [`cmdline`] (reading a C command line), [`fakes`] (the
 //! loopback world of dual-run and drill), [`report`] (timestamps, summaries, JSON).
 //!
@@ -23,6 +24,7 @@ pub mod drill;
 pub mod dualrun;
 pub mod fakes;
 pub mod gate;
+pub mod outage;
 pub mod probe;
 pub mod procs;
 pub mod report;

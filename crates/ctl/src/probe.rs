@@ -155,10 +155,16 @@ pub async fn session(
     let (mut c, n) = match timeout(limit, first).await {
         Ok(Ok(x)) => x,
         Ok(Err(e)) => {
+            // How long it waited says what happened: a reset at once, or a server that
+            // took the first packet and closed the connection seconds later.
             return Err(Failure::Refused(
                 classify(&e),
-                format!("handshake via {}: {e}", t.addr),
-            ))
+                format!(
+                    "handshake via {}: {e} after {:.0} ms without an answer",
+                    t.addr,
+                    ms(t1.elapsed())
+                ),
+            ));
         }
         Err(_) => {
             return Err(Failure::Refused(

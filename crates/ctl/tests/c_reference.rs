@@ -85,6 +85,14 @@ async fn c_reference_drill_or_skip() {
     );
     assert_eq!(steps[3]["handover"], "overlap");
     assert_eq!(steps[3]["broken_sessions"], 0);
+    // Repeatable (issue 17): every step saw sessions, and an outage comes with its
+    // explanation. (scripts/drill-repeat.sh runs it 20 times.)
+    for s in steps {
+        assert!(s["traffic"]["sessions"].as_u64().unwrap() > 0, "{s:#}");
+        let outage = s["traffic"]["outage_ms"].as_f64().unwrap();
+        assert_eq!(outage > 0.0, s["outage_explained"].is_string(), "{s:#}");
+    }
+    assert_eq!(code, 0, "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
