@@ -9,7 +9,9 @@
 //! middle-proxy sessions run unchanged over TLS records.
 
 use crate::relay::{Pending, PollReadReady};
-use mtproto_wire::tls::{RecordReader, ReplayCache, SiteProfile, SniPolicy};
+use mtproto_wire::tls::{
+    RecordReader, RecordSizer, ReplayCache, SiteProfile, SniPolicy, MAX_RECORD_PAYLOAD,
+};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -51,8 +53,8 @@ pub struct TlsConf {
     /// How the real site answers (refreshed by the probe task).
     pub profile: RwLock<Arc<SiteProfile>>,
     pub mask: MaskTargets,
-    /// Largest record we send (TDLib accepts up to 16384).
-    pub record_max: usize,
+    /// How long the records we send are: dynamic unless `--tls-fixed-records`.
+    pub records: RecordSizer,
     /// `--tls-split-hello`: the reply goes out in several TCP segments.
     pub split_hello: bool,
 }
@@ -149,29 +151,39 @@ impl<R: PollReadReady> PollReadReady for TlsReader<R> {
     }
 }
 
-/// Wraps what the session writes in application-data records of at most `max` bytes.
+/// Wraps what the session writes in application-data records sized by a [`RecordSizer`]
+/// (dynamic record sizing unless `--tls-fixed-records`).
 pub struct TlsWriter<W> {
     inner: W,
     st: Box<WriteState>,
 }
 
 struct WriteState {
-    max: usize,
+    sizer: RecordSizer,
     out: Vec<u8>,
     sent: usize,
 }
 
 impl<W> TlsWriter<W> {
-    pub fn new(inner: W, max: usize) -> Self {
+    pub fn new(inner: W, sizer: RecordSizer) -> Self {
         TlsWriter {
             inner,
             st: Box::new(WriteState {
-                max,
+                sizer,
                 out: Vec::new(),
                 sent: 0,
             }),
         }
     }
+}
+
+/// Milliseconds since the first call (the record sizer's clock).
+fn now_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
 }
 
 impl<W: AsyncWrite + Unpin> TlsWriter<W> {
@@ -203,11 +215,11 @@ impl<W: AsyncWrite + Unpin> AsyncWrite for TlsWriter<W> {
             Poll::Ready(Ok(())) => {}
             other => return other.map(|r| r.map(|_| 0)),
         }
-        // Accept up to four records' worth per call; they are written out by the next
-        // drain (poll_write or poll_flush).
-        let max = this.st.max;
-        let take = buf.len().min(max * 4);
-        mtproto_wire::tls::write_records(&buf[..take], max, &mut this.st.out);
+        // Accept up to four full records' worth (64 KiB) per call, cut as the sizer says;
+        // they are written out by the next drain (poll_write or poll_flush).
+        let take = buf.len().min(4 * MAX_RECORD_PAYLOAD);
+        let st = &mut *this.st;
+        st.sizer.write_records(&buf[..take], now_ms(), &mut st.out);
         let _ = this.poll_drain(cx);
         Poll::Ready(Ok(take))
     }

@@ -290,7 +290,7 @@ async fn fake_tls(shared: Arc<Shared>, mut client: TcpStream, peer: SocketAddr, 
         } => {
             let (r, w) = client.split();
             let reader = TlsReader::new(r, records, pending);
-            let writer = TlsWriter::new(w, tls_conf.record_max);
+            let writer = TlsWriter::new(w, tls_conf.records);
             let client = Halves {
                 read: reader,
                 write: writer,

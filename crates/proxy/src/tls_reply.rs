@@ -10,8 +10,11 @@
 
 use mtproto_wire::tls::{self, HelloFields, SiteProfile};
 use rand::RngCore;
+use std::os::fd::AsRawFd;
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 /// What the reply needs from the accepted hello.
 pub struct Accepted<'a> {
@@ -54,20 +57,44 @@ pub fn split_points(reply_len: usize) -> [usize; 3] {
     [24.min(reply_len), 127.min(reply_len), 133.min(reply_len)]
 }
 
-/// Writes the reply: one write, or (`split`) one write per piece with `TCP_NODELAY` on, so
-/// each piece leaves in its own segment.
+/// Writes the reply: one write, or (`split`) one write per piece. Client sockets have
+/// `TCP_NODELAY` (inherited from the listener); before the next piece we wait (at most
+/// [`SPLIT_WAIT`]) until the kernel has sent the last one, or its autocorking would join
+/// them in one segment again.
 pub async fn send(client: &mut TcpStream, reply: &[u8], split: bool) -> std::io::Result<()> {
     if !split {
         return client.write_all(reply).await;
     }
-    let nodelay = client.nodelay().unwrap_or(false);
-    client.set_nodelay(true)?;
     let mut from = 0;
     for to in split_points(reply.len()).into_iter().chain([reply.len()]) {
         if to > from {
+            if from > 0 {
+                wait_sent(client).await;
+            }
             client.write_all(&reply[from..to]).await?;
             from = to;
         }
     }
-    client.set_nodelay(nodelay)
+    Ok(())
+}
+
+/// The longest `--tls-split-hello` waits for one piece to leave.
+pub const SPLIT_WAIT: Duration = Duration::from_millis(20);
+
+/// Waits until the socket has no unsent bytes (SIOCOUTQNSD), up to [`SPLIT_WAIT`].
+async fn wait_sent(client: &TcpStream) {
+    let deadline = Instant::now() + SPLIT_WAIT;
+    while unsent(client).is_some_and(|n| n > 0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Bytes written to the socket and not yet sent (Linux `SIOCOUTQNSD`).
+fn unsent(client: &TcpStream) -> Option<i32> {
+    const SIOCOUTQNSD: libc::c_ulong = 0x894b;
+    let mut n: libc::c_int = 0;
+    // SAFETY: ioctl on a valid socket fd with a pointer to a c_int, which is what
+    // SIOCOUTQNSD writes.
+    let rc = unsafe { libc::ioctl(client.as_raw_fd(), SIOCOUTQNSD, &mut n) };
+    (rc == 0).then_some(n)
 }

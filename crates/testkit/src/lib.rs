@@ -7,12 +7,14 @@
 //! - [`curve25519`]: the checks a passive observer makes on an X25519 key share.
 //! - [`openssl_site`]: OpenSSL's `s_server` as the site; [`site_flight`]: reading a
 //!   server's whole answer to a hello; [`tap`]: a recording relay in front of a site.
+//! - [`capture`]: a packet capture on `lo` (TCP segments as they cross it).
 //! - [`bench`]: `mtproxy-bench`, the proxy against C under load.
 //!
 //! Everything is tokio-based and records what it sees so tests can await facts instead of
 //! sleeping.
 
 pub mod bench;
+pub mod capture;
 pub mod curve25519;
 pub mod openssl_site;
 pub mod site_flight;

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 /// Bytes kept per connection and direction.
-pub const TAP_CAP: usize = 256 * 1024;
+pub const TAP_CAP: usize = 4 << 20;
 
 /// One relayed connection: what the site sent to the relay's client.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -171,6 +171,20 @@ impl Parser {
             Id::Direct => self.opts.direct = true,
             Id::NoFastMode => self.opts.no_fast_mode = true,
             Id::TlsRequireSni => self.opts.tls_require_sni = true,
+            Id::TlsFixedRecords => self.opts.tls_fixed_records = true,
+            Id::TlsSplitHello => self.opts.tls_split_hello = true,
+            Id::ClientMss => {
+                let n = v
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|n| (88..=65535).contains(n));
+                self.opts.client_mss = Some(n.ok_or_else(|| {
+                    self.usage1(format!(
+                        "invalid --client-mss value '{v}': expected a segment size in bytes, 88..65535"
+                    ))
+                })?);
+            }
             Id::ReusePort => self.opts.reuse_port = true,
             Id::DrainTimeout => {
                 self.opts.drain_timeout = parse_seconds(&v)

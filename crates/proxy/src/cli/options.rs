@@ -162,6 +162,13 @@ pub struct Options {
     /// Extension `--tls-require-sni`: refuse fake-TLS hellos without SNI, as C does (by
     /// default they are accepted: iOS clients send none).
     pub tls_require_sni: bool,
+    /// Extension `--tls-fixed-records`: fake-TLS records of 16 KiB from the start (no
+    /// dynamic record sizing).
+    pub tls_fixed_records: bool,
+    /// Extension `--tls-split-hello`: the fake-TLS reply in several TCP segments.
+    pub tls_split_hello: bool,
+    /// Extension `--client-mss N`: TCP_MAXSEG on the client ports.
+    pub client_mss: Option<u32>,
     /// Extension `--drain-timeout SECS`: after SIGTERM/SIGINT, how long open sessions may
     /// finish before the process exits (default 5 s).
     pub drain_timeout: Duration,
@@ -218,6 +225,9 @@ impl Default for Options {
             no_fast_mode: false,
             mask_host: None,
             tls_require_sni: false,
+            tls_fixed_records: false,
+            tls_split_hello: false,
+            client_mss: None,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             reuse_port: false,
             given: Vec::new(),

@@ -62,6 +62,9 @@ pub(super) enum Id {
     NoFastMode,
     MaskHost,
     TlsRequireSni,
+    TlsFixedRecords,
+    TlsSplitHello,
+    ClientMss,
     DrainTimeout,
     ReusePort,
 }
@@ -380,6 +383,24 @@ pub(super) const OPTIONS: &[OptDef] = &[
         "tls-require-sni",
         Arg::No,
         "refuse fake-TLS hellos without SNI like C (default: accept them, iOS clients send none)",
+    ),
+    ext(
+        Id::TlsFixedRecords,
+        "tls-fixed-records",
+        Arg::No,
+        "send fake-TLS records of 16 KiB from the start, without dynamic record sizing (default: about one TCP segment first, growing during a burst)",
+    ),
+    ext(
+        Id::TlsSplitHello,
+        "tls-split-hello",
+        Arg::No,
+        "send the fake-TLS ServerHello in several TCP segments (against middleboxes that read only the first one; costs 3 extra packets per handshake)",
+    ),
+    ext(
+        Id::ClientMss,
+        "client-mss",
+        Arg::Required,
+        "<bytes> clamp the TCP MSS of accepted client connections (88..65535; smaller segments for the handshake and the whole session, more packets)",
     ),
 ];
 

@@ -1041,6 +1041,9 @@ fn usage_text_matches_c() {
         "--drain-timeout <arg>",
         "--reuse-port ",
         "--tls-require-sni ",
+        "--tls-fixed-records ",
+        "--tls-split-hello ",
+        "--client-mss <arg>",
     ];
     assert_eq!(ext_lines.len(), names.len());
     for (line, name) in ext_lines.iter().zip(names) {
@@ -1065,6 +1068,7 @@ fn every_option_is_accepted() {
             Id::Address => "10.0.0.1".into(),
             Id::DcOverride => "2:1.2.3.4:443".into(),
             Id::MaskHost => "127.0.0.1:443".into(),
+            Id::ClientMss => "536".into(),
             Id::MtprotoSecretFile => continue,
             _ => "1".into(),
         };

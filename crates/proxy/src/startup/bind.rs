@@ -76,6 +76,13 @@ fn bind_clients(opts: &cli::Options) -> Result<Vec<TcpListener>, Fatal> {
         // set per connection all the same: inherited, it would be cut to the
         // initial window).
         let _ = socket2::SockRef::from(&l).set_keepalive(true);
+        // --client-mss: Linux announces it in the SYN-ACK of every accepted connection and
+        // copies it to the accepted socket, so the client's segments and ours are as small.
+        if let Some(mss) = opts.client_mss {
+            socket2::SockRef::from(&l)
+                .set_mss(mss)
+                .map_err(|e| Fatal::log(1, format!("--client-mss {mss} on port {port}: {e}")))?;
+        }
         listeners.push(l);
     }
     Ok(listeners)

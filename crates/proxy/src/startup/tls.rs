@@ -8,6 +8,7 @@ use crate::fatal::Fatal;
 use crate::shared::Shared;
 use crate::stats::Stats;
 use crate::{cli, faketls, tls_probe};
+use mtproto_wire::tls::RecordSizer;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,8 +66,12 @@ pub(super) async fn setup(
         )),
         profile: std::sync::RwLock::new(Arc::new(profile)),
         mask,
-        record_max: mtproto_wire::tls::MAX_RECORD_PAYLOAD,
-        split_hello: false,
+        records: if opts.tls_fixed_records {
+            RecordSizer::fixed(mtproto_wire::tls::MAX_RECORD_PAYLOAD)
+        } else {
+            RecordSizer::dynamic()
+        },
+        split_hello: opts.tls_split_hello,
     }
 }
 

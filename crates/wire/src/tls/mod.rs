@@ -11,7 +11,8 @@
 //! - [`flight`]: what a real server answers to a hello (its whole first flight), and
 //!   [`profile`]: the site's answers summed up as the proxy imitates them.
 //! - [`hello_fields`]: the fields of a ClientHello, and [`ja4`]: its JA4 fingerprint.
-//! - [`record`]: the record layer after the handshake, both directions.
+//! - [`record`]: the record layer after the handshake, both directions, and
+//!   [`record_sizing`]: how long the records we send are (dynamic record sizing).
 //! - [`client`]: the client's side (building hellos like TDLib's, checking the reply), for
 //!   tests and test clients.
 //!
@@ -27,6 +28,7 @@ pub mod ja4;
 pub mod key_share;
 pub mod profile;
 pub mod record;
+pub mod record_sizing;
 pub mod replay;
 pub mod server_hello;
 
@@ -43,6 +45,7 @@ pub use profile::SiteProfile;
 pub use record::{
     records_len, write_records, RecordError, RecordReader, C_RECORD_PAYLOAD, MAX_RECORD_PAYLOAD,
 };
+pub use record_sizing::RecordSizer;
 pub use replay::ReplayCache;
 pub use server_hello::{build_server_hello, ExtensionOrder, REPLY_OVERHEAD};
 
